@@ -1,0 +1,272 @@
+"""Datasets as uint8 arrays, and the index splits that keep the test split out of search.
+
+Datasets: ``cifar10`` and ``cifar100`` (read by our own reader from the official
+python-pickle folders), ``digits`` (scikit-learn's bundled 8x8 digits, upsampled to
+32x32x3: real data, fully offline) and ``synthetic`` (deterministic, learnable random
+images of any size and class count, for tests and benchmarks).
+
+Arrays are ``(N, 3, H, W)`` uint8 and int64 labels on the host; ``search.train`` moves a
+whole split to the training device once.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from search.errors import ConfigError
+
+DATA_DIR_ENV = "CIFAR_DATA_DIR"
+NO_DOWNLOAD_ENV = "CIFAR_NO_DOWNLOAD"  # "1": fail at once instead of trying to download
+DEFAULT_DATA_DIR = "data"
+
+# The official "python version" layouts: folder, training files, test file, meta file,
+# the meta key of the class names and the label key of the batches.
+_CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                "batches.meta", b"label_names", b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", b"fine_label_names",
+                 b"fine_labels"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A whole dataset on the host: uint8 images ``(N, 3, H, W)``, int64 labels."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @functools.cached_property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std (0..1 scale) of the training split: the dataset's own
+        normalisation statistics. The test split is not looked at."""
+        x = self.train_x.astype(np.float64) / 255.0
+        return tuple(x.mean(axis=(0, 2, 3)).tolist()), tuple(x.std(axis=(0, 2, 3)).tolist())
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """``--data-dir``, else ``$CIFAR_DATA_DIR``, else ``./data``."""
+    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, *, synthetic_size: int = 2000,
+         synthetic_classes: int = 10, download: bool = True) -> Dataset:
+    """Load a dataset by name (cached per process, so trials in one worker read it once)."""
+    if name in _CIFAR_LAYOUT:
+        download = download and os.environ.get(NO_DOWNLOAD_ENV, "") in ("", "0")
+        return _load_cifar(name, resolve_data_dir(data_dir).resolve(), download)
+    if name == "digits":
+        return _load_digits()
+    if name == "synthetic":
+        return _load_synthetic(synthetic_size, synthetic_classes)
+    raise ConfigError("unknown dataset; expected cifar10, cifar100, digits or synthetic",
+                      key="data.dataset", value=name)
+
+
+def _unpickle(path: Path) -> dict:
+    with path.open("rb") as fh:
+        return pickle.load(fh, encoding="bytes")
+
+
+def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """One official batch file -> ``(N, 3, 32, 32)`` uint8 and int64 labels.
+
+    Each 3072-byte row holds the 1024 red, then 1024 green, then 1024 blue values of a
+    32x32 image in row-major order, so a plain reshape to (3, 32, 32) is exact.
+    """
+    batch = _unpickle(path)
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise ConfigError(f"expected a (N, 3072) uint8 'data' array, got shape {data.shape}",
+                          file=str(path))
+    return data.reshape(-1, 3, 32, 32), np.asarray(batch[label_key], dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
+    folder, train_files, test_file, meta_file, names_key, label_key = _CIFAR_LAYOUT[name]
+    base = root / folder
+    needed = [base / f for f in [*train_files, test_file, meta_file]]
+    if not all(p.is_file() for p in needed):
+        if download:
+            _download_cifar(name, root)
+        if not all(p.is_file() for p in needed):
+            raise ConfigError(f"{name} not found: expected {base}/ with "
+                              f"{', '.join(train_files + [test_file, meta_file])} "
+                              f"(the official python version, e.g. {_ARCHIVES[name]} from "
+                              f"https://www.cs.toronto.edu/~kriz/cifar.html, extracted into "
+                              f"{root}); set --data-dir or ${DATA_DIR_ENV}")
+    parts = [read_cifar_batch(base / f, label_key) for f in train_files]
+    train_x = np.concatenate([x for x, _ in parts])
+    train_y = np.concatenate([y for _, y in parts])
+    test_x, test_y = read_cifar_batch(base / test_file, label_key)
+    classes = tuple(c.decode() for c in _unpickle(base / meta_file)[names_key])
+    return Dataset(name, train_x, train_y, test_x, test_y, classes)
+
+
+_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
+
+
+def _download_cifar(name: str, root: Path) -> None:
+    """Fetch, md5-verify and extract the official archive through torchvision."""
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cls(root=str(root), train=True, download=True)
+    except Exception as exc:  # offline, proxy, disk: any failure ends in one clear message
+        raise ConfigError(f"{name} is not in {root} and downloading it failed "
+                          f"({type(exc).__name__}: {exc}); download {_ARCHIVES[name]} from "
+                          f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
+                          f"{root}, or set --data-dir / ${DATA_DIR_ENV}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _load_digits() -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, upsampled to 32x32 grey-as-RGB, split 80/20."""
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    small = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
+    big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
+    images = (big.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1).numpy()
+    labels = digits.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2,
+                                           stratify=labels, random_state=0)
+    return Dataset("digits", images[train_idx], labels[train_idx], images[test_idx],
+                   labels[test_idx], tuple(str(d) for d in range(10)))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_synthetic(size: int, num_classes: int) -> Dataset:
+    """Class prototypes plus noise and a random shift: learnable, but not trivially."""
+    rng = np.random.default_rng(1234)
+    prototypes = rng.uniform(0, 255, size=(num_classes, 3, 8, 8))
+    prototypes = prototypes.repeat(4, axis=2).repeat(4, axis=3)  # blocky 32x32 patterns
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(n) % num_classes
+        rng.shuffle(labels)
+        x = prototypes[labels] + rng.normal(0, 60, size=(n, 3, 32, 32))
+        shifts = rng.integers(-3, 4, size=(n, 2))
+        x = np.stack([np.roll(img, tuple(s), axis=(1, 2)) for img, s in zip(x, shifts)])
+        return np.clip(x, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    train_x, train_y = sample(size)
+    test_x, test_y = sample(max(num_classes, size // 5))
+    return Dataset("synthetic", train_x, train_y, test_x, test_y,
+                   tuple(f"class_{i}" for i in range(num_classes)))
+
+
+@dataclass(frozen=True, eq=False)
+class TrainData:
+    """What one training run sees, resident on its device: uint8 images and labels of the
+    split it trains on and of the split it is evaluated on (``eval_split`` is "val" during
+    search, "test" only for a final evaluation)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    eval_split: str
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def training_indices(dataset: Dataset, train_limit: int, seed: int) -> np.ndarray:
+    """Indices of the training split this config trains on (``data.train_limit``)."""
+    return subsample(dataset.train_y, train_limit, seed)
+
+
+def make_train_data(dataset: Dataset, *, train_idx: np.ndarray, eval_split: str,
+                    eval_idx: np.ndarray | None = None, device: torch.device | str = "cpu"
+                    ) -> TrainData:
+    """Move the chosen rows to ``device`` once. ``eval_split="val"`` evaluates on training
+    rows ``eval_idx``; ``"test"`` on the whole test split."""
+    if eval_split == "val":
+        if eval_idx is None:
+            raise ValueError("eval_split='val' needs eval_idx")
+        eval_x, eval_y = dataset.train_x[eval_idx], dataset.train_y[eval_idx]
+    elif eval_split == "test":
+        eval_x, eval_y = dataset.test_x, dataset.test_y
+    else:
+        raise ValueError(f"eval_split must be 'val' or 'test', not {eval_split!r}")
+    mean, std = dataset.mean_std
+
+    def put(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    return TrainData(put(dataset.train_x[train_idx]), put(dataset.train_y[train_idx]),
+                     put(eval_x), put(eval_y), eval_split, dataset.classes, mean, std)
+
+
+def holdout_data(dataset: Dataset, val_fraction: float, split_seed: int, train_limit: int,
+                 device: torch.device | str) -> TrainData:
+    """Stratified train/validation holdout of the training split."""
+    pool = training_indices(dataset, train_limit, split_seed)
+    tr, va = holdout_split(dataset.train_y[pool], val_fraction, split_seed)
+    return make_train_data(dataset, train_idx=pool[tr], eval_split="val", eval_idx=pool[va],
+                           device=device)
+
+
+def final_data(dataset: Dataset, split_seed: int, train_limit: int,
+               device: torch.device | str) -> TrainData:
+    """The whole training split (train + validation) against the test split."""
+    return make_train_data(dataset, train_idx=training_indices(dataset, train_limit, split_seed),
+                           eval_split="test", device=device)
+
+
+# splits ---------------------------------------------------------------------------
+def subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Indices of a stratified subsample of ``limit`` items (all of them when 0/large)."""
+    all_idx = np.arange(len(labels))
+    if limit <= 0 or limit >= len(labels):
+        return all_idx
+    keep, _ = train_test_split(all_idx, train_size=limit, stratify=labels, random_state=seed)
+    return np.sort(keep)
+
+
+def holdout_split(labels: np.ndarray, val_fraction: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation indices (e.g. 45k/5k of CIFAR's 50k at 0.1)."""
+    try:
+        train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
+                                              stratify=labels, random_state=seed)
+    except ValueError as exc:
+        raise ConfigError(f"cannot make a stratified validation split: {exc}",
+                          key="data.val_fraction", value=val_fraction) from None
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def kfold_splits(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold (train, validation) indices: validation folds are disjoint and
+    together cover the training split."""
+    counts = np.bincount(labels)
+    min_count = int(counts[counts > 0].min()) if len(labels) else 0
+    if k > min_count:
+        raise ConfigError(f"k-fold needs at least k images of every class (smallest class "
+                          f"has {min_count})", key="data.kfold", value=k)
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.sort(tr), np.sort(va)) for tr, va in folds.split(np.zeros(len(labels)), labels)]

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny datasets written in the official CIFAR pickle format.
+
+The pixel pattern proves the reader decodes planes and rows in the right order: in image
+``i`` the red plane counts rows, the green plane counts columns, the blue plane holds
+``i % 256`` — a reader that mixed planes, or transposed rows and columns, fails.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def pattern_rows(n: int) -> np.ndarray:
+    """``n`` rows of 3072 bytes: R plane = row*8, G plane = col*8, B plane = i % 256."""
+    r = np.repeat(np.arange(32) * 8, 32)          # row-major: value depends on the row
+    g = np.tile(np.arange(32) * 8, 32)            # value depends on the column
+    rows = np.empty((n, 3072), dtype=np.uint8)
+    rows[:, :1024] = r
+    rows[:, 1024:2048] = g
+    rows[:, 2048:] = (np.arange(n) % 256)[:, None]
+    return rows
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with path.open("wb") as fh:
+        pickle.dump(obj, fh, protocol=2)
+
+
+def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 40) -> Path:
+    """A CIFAR-10 folder with 5 training batches of ``per_batch`` images each."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
+             b"ship", b"truck"]
+    _dump(base / "batches.meta", {b"label_names": names, b"num_cases_per_batch": per_batch})
+    for b in range(1, 6):
+        labels = [(b * per_batch + i) % 10 for i in range(per_batch)]
+        _dump(base / f"data_batch_{b}", {b"batch_label": b"training batch", b"labels": labels,
+                                        b"data": pattern_rows(per_batch),
+                                        b"filenames": [b"x.png"] * per_batch})
+    _dump(base / "test_batch", {b"labels": [i % 10 for i in range(n_test)],
+                                b"data": pattern_rows(n_test)})
+    return root
+
+
+def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
+    base = root / "cifar-100-python"
+    base.mkdir(parents=True)
+    fine = [f"class{i:02d}".encode() for i in range(100)]
+    coarse = [f"super{i:02d}".encode() for i in range(20)]
+    _dump(base / "meta", {b"fine_label_names": fine, b"coarse_label_names": coarse})
+    for name, n in (("train", n_train), ("test", n_test)):
+        _dump(base / name, {b"fine_labels": [i % 100 for i in range(n)],
+                            b"coarse_labels": [i % 20 for i in range(n)],
+                            b"data": pattern_rows(n)})
+    return root
+
+
+@pytest.fixture
+def cifar10_dir(tmp_path: Path) -> Path:
+    return write_cifar10(tmp_path / "cifar")
+
+
+@pytest.fixture
+def cifar100_dir(tmp_path: Path) -> Path:
+    return write_cifar100(tmp_path / "cifar")

@@ -1,0 +1,94 @@
+"""The command line as a user runs it: real subprocesses, real exit codes, real files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cifar_models
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "model.width=0.25", "--set", "optim.epochs=1", "--set", "optim.batch_size=32",
+        "--device", "cpu"]
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_models_lists_every_registered_model():
+    proc = run_cli("models")
+    assert proc.returncode == 0, proc.stderr
+    listed = {line.split()[0] for line in proc.stdout.splitlines()[2:] if line.strip()}
+    assert set(cifar_models.list_models()) <= listed
+    resnet18 = next(line for line in proc.stdout.splitlines() if line.startswith("resnet18 "))
+    assert "11,173,962" in resnet18
+
+
+def test_train_test_mode_prints_summary_and_writes_outputs(cifar10_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--model",
+                   "se_resnet18", *TINY, "--test", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "per-class test accuracy" in proc.stdout and "truck" in proc.stdout
+    assert "macro precision" in proc.stdout and "F1" in proc.stdout
+    assert "test accuracy" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and 0 <= metrics["test_accuracy"] <= 1
+    assert len(metrics["per_class_accuracy"]) == 10
+    state = torch.load(out / "model.pt", weights_only=True)
+    model = cifar_models.create("se_resnet18", 10, width=0.25)
+    model.load_state_dict(state)
+    # the written config reruns to the same config
+    again = run_cli("train", "--config", str(out / "config.toml"), "--data-dir", str(cifar10_dir),
+                    "--test", "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "config.toml").read_text() == (out / "config.toml").read_text()
+
+
+def test_train_kfold_reports_mean_over_folds(cifar10_dir):
+    proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--model",
+                   "resnet20", *TINY, "--set", "data.kfold=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "fold 0 epoch 1/1" in proc.stdout and "fold 1 epoch 1/1" in proc.stdout
+    assert "2-fold validation accuracy" in proc.stdout
+
+
+def test_data_command_shows_stats_and_writes_grid(cifar10_dir, tmp_path):
+    grid = tmp_path / "g.png"
+    proc = run_cli("data", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--grid", str(grid))
+    assert proc.returncode == 0, proc.stderr
+    assert "training split 100 images -> train 90 + validation 10" in proc.stdout
+    assert "channel mean (R, G, B) 0.4863" in proc.stdout  # rows*8 averaged: 124/255
+    assert "airplane" in proc.stdout
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and grid.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["train", "--model", "resnet19", "--dataset", "synthetic"], ["model.name", "resnet18"]),
+    (["train", "--dataset", "synthetic", "--set", "optim.lrr=0.1"], ["optim.lrr", "did you mean 'optim.lr'"]),
+    (["train", "--dataset", "synthetic", "--set", "optim.epochs=ten"], ["optim.epochs", "integer"]),
+    (["train", "--dataset", "synthetic", "--set", "optim.lr"], ["key=value"]),
+    (["train", "--dataset", "synthetic", "--config", "/nonexistent.toml"], ["/nonexistent.toml"]),
+    (["data", "--dataset", "cifar100", "--data-dir", "{empty}"], ["cifar-100-python"]),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragments, tmp_path):
+    args = [a.replace("{empty}", str(tmp_path / "nothing")) for a in args]
+    env = {**os.environ, "CIFAR_DATA_DIR": str(tmp_path / "nothing"), "CIFAR_NO_DOWNLOAD": "1"}
+    proc = run_cli(*args, env=env)
+    assert_one_line_error(proc, *fragments)
