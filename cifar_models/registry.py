@@ -1,0 +1,163 @@
+"""Name -> builder registry: registration, lookup, knob checking and introspection.
+
+Builders register themselves with ``@register_model(family)`` (as in timm), so adding
+a model is one decorated function and the CLI/search space discover it by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Callable, TypeVar
+
+from torch import nn
+
+from .errors import ModelConfigError
+from .knobs import VALIDATORS, check_knob
+
+TIMM_PREFIX = "timm:"
+# timm models are built by timm itself; only the classifier dropout is passed through.
+TIMM_KNOBS: dict[str, object] = {"dropout": 0.0}
+
+Builder = Callable[..., nn.Module]
+B = TypeVar("B", bound=Builder)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: Builder
+    family: str
+    knobs: dict[str, object]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def _builder_knobs(fn: Callable[..., object]) -> dict[str, object]:
+    """Knob defaults of a builder, enforcing the ``(num_classes, *, knob=default)`` shape."""
+    name = fn.__name__
+    params = list(inspect.signature(fn).parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not params or params[0].name != "num_classes" or params[0].kind not in positional:
+        raise ValueError(f"builder {name!r} must take num_classes as its first parameter")
+    knobs: dict[str, object] = {}
+    for param in params[1:]:
+        if param.kind is not param.KEYWORD_ONLY or param.default is param.empty:
+            message = f"builder {name!r}: {param.name!r} must be keyword-only with a default"
+            raise ValueError(message)
+        if param.name not in VALIDATORS:
+            raise ValueError(f"builder {name!r}: {param.name!r} is not a known knob")
+        try:
+            check_knob(param.name, param.default)
+        except ModelConfigError as err:
+            # A bad default is the builder author's mistake: fail at import, not at create().
+            raise ValueError(f"builder {name!r}: bad default: {err}") from None
+        knobs[param.name] = param.default
+    return knobs
+
+
+def register_model(family: str) -> Callable[[B], B]:
+    """Register the decorated builder under its ``__name__`` in ``family``.
+
+    Raises ValueError (a programming error) if the name is already taken or the
+    builder's signature does not follow the knob conventions.
+    """
+
+    def decorate(fn: B) -> B:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = _Entry(builder=fn, family=family, knobs=_builder_knobs(fn))
+        return fn
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Sorted names of all registered models (``timm:<name>`` ones are not listed)."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name: object) -> _Entry:
+    if isinstance(name, str) and name in _REGISTRY:
+        return _REGISTRY[name]
+    known = list_models()
+    close = difflib.get_close_matches(name, known, n=1) if isinstance(name, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelConfigError(
+        f"unknown model {name!r}{hint}; known models: {', '.join(known)} (or timm:<name>)",
+        key="name",
+        value=name,
+    )
+
+
+def _is_timm(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(TIMM_PREFIX)
+
+
+def model_family(name: str) -> str:
+    """Family of a registered model (``"timm"`` for ``timm:<name>``)."""
+    if _is_timm(name):
+        return "timm"
+    return _entry(name).family
+
+
+def model_knobs(name: str) -> dict[str, object]:
+    """Knob name -> default value that ``create(name, ...)`` accepts."""
+    if _is_timm(name):
+        return dict(TIMM_KNOBS)
+    return dict(_entry(name).knobs)
+
+
+def _check_knobs(
+    name: str, accepted: dict[str, object], given: dict[str, object]
+) -> dict[str, object]:
+    """Reject knobs ``name`` does not take and bad values; return the normalised values."""
+    for key in sorted(given):
+        if key not in accepted:
+            close = difflib.get_close_matches(key, list(accepted), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            takes = ", ".join(sorted(accepted)) or "none"
+            raise ModelConfigError(
+                f"model {name!r} does not take knob {key!r} ({hint}it takes: {takes})",
+                key=key,
+                value=given[key],
+            )
+    return {key: check_knob(key, value) for key, value in given.items()}
+
+
+def _check_num_classes(num_classes: object) -> int:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, Integral)
+        or num_classes < 2
+    ):
+        raise ModelConfigError(
+            f"num_classes = {num_classes!r} must be an integer >= 2",
+            key="num_classes",
+            value=num_classes,
+        )
+    return int(num_classes)
+
+
+def create(name: str, num_classes: int, **model_args: object) -> nn.Module:
+    """Build model ``name`` with ``num_classes`` outputs and the given knobs.
+
+    Every user mistake (unknown name or knob, bad value) raises ModelConfigError.
+    """
+    if _is_timm(name):
+        # Imported here because external.py registers its own models through this module.
+        from .external import create_timm_model
+
+        knobs = _check_knobs(name, TIMM_KNOBS, model_args)
+        return create_timm_model(name[len(TIMM_PREFIX) :], _check_num_classes(num_classes), knobs)
+    entry = _entry(name)
+    knobs = _check_knobs(name, entry.knobs, model_args)
+    return entry.builder(_check_num_classes(num_classes), **knobs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (works on the meta device too)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
