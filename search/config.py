@@ -11,6 +11,7 @@ A knob left at ``None`` means "the model's (or the augmentation preset's) own de
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 import types
@@ -292,13 +293,27 @@ class TrialConfig:
             raise exc.with_file(file) from None
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> TrialConfig:
+    def from_file(cls, path: str | Path) -> TrialConfig:
+        """Read a TOML config, or the JSON that ``cli.py best --format json`` writes (a
+        flat ``{"optim.lr": ...}`` mapping, alone or under a "config" key)."""
         path = Path(path)
         try:
             text = path.read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read config file: {exc.strerror}", file=str(path)) from None
-        return cls.from_toml_text(text, file=str(path))
+        if path.suffix != ".json":
+            return cls.from_toml_text(text, file=str(path))
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not valid JSON: {exc}", file=str(path)) from None
+        flat = doc.get("config", doc) if isinstance(doc, dict) else None
+        if not isinstance(flat, dict):
+            raise ConfigError("expected a JSON object of config keys", file=str(path))
+        try:
+            return cls.from_flat(flat)
+        except ConfigError as exc:
+            raise exc.with_file(str(path)) from None
 
 
 def flatten_tables(doc: Mapping[str, Any], *, file: str | None = None) -> dict[str, Any]:

@@ -99,16 +99,16 @@ def test_toml_file_errors_name_the_file(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[optim]\nlr = 'x'\n")
     with pytest.raises(ConfigError) as err:
-        TrialConfig.from_toml(path)
+        TrialConfig.from_file(path)
     assert str(path) in str(err.value) and "optim.lr" in str(err.value)
     path.write_text("[optimizer]\nlr = 0.1\n")
     with pytest.raises(ConfigError, match="did you mean 'optim'"):
-        TrialConfig.from_toml(path)
+        TrialConfig.from_file(path)
     path.write_text("[optim\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        TrialConfig.from_toml(path)
+        TrialConfig.from_file(path)
     with pytest.raises(ConfigError, match="cannot read"):
-        TrialConfig.from_toml(tmp_path / "missing.toml")
+        TrialConfig.from_file(tmp_path / "missing.toml")
 
 
 def test_diff():

@@ -1,0 +1,257 @@
+"""The search: an Optuna study whose trials are ``train_one`` runs, logged to MLflow.
+
+Fold -> step mapping for pruning (k-fold): a trial reports validation metric of fold 0
+after each of its epochs (step = epoch, 1-based), so the pruner compares every trial on
+the same single-split learning curve; once fold 0 has finished, the other folds run
+without pruning and the objective is the mean over all folds (std kept as a user attr).
+With a holdout (the default) there is only fold 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from search import run as run_mod
+from search.config import TrialConfig, format_value
+from search.errors import ConfigError
+from search.space import suggest
+from search.storage import finished_count, open_storage, state_counts, storage_label
+from search.study import StudySpec, make_pruner, make_sampler
+from search.tracking import STATE_TAG, TRIAL_TAG, Tracker
+from search.train import EpochStats, NonFiniteLossError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own progress
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    n_trials: int | None = None      # overrides the study file's target
+    timeout: float | None = None     # seconds; overrides the study file's
+    data_dir: str | None = None
+    device: str | None = None
+    storage: str | None = None       # RDB URL; None = journal file under mlruns/
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # --set, fixed keys only
+    max_consecutive_failures: int = 5
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    trial: int
+    fold: int
+    folds: int
+    stats: EpochStats
+    epochs: int
+    metric: str
+    best: float | None
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    trial: int
+    state: str                       # COMPLETE | PRUNED | FAIL
+    value: float | None
+    reason: str | None
+    best: float | None
+    counts: dict[str, int]
+    params: dict[str, Any]
+
+
+@dataclass
+class SearchOutcome:
+    study: optuna.Study
+    parent_run_id: str
+    target: int
+    ran: int                         # trials started by this call
+
+
+def apply_overrides(spec: StudySpec, overrides: Mapping[str, Any]) -> StudySpec:
+    """The study with ``--set`` values fixed; searched keys cannot be fixed this way."""
+    searched = {p.key for p in spec.space}
+    for key in overrides:
+        if key in searched:
+            raise ConfigError("this key is searched in [space]; --set can only fix keys "
+                              "that are not searched", file=str(spec.path), key=key,
+                              value=overrides[key])
+    if not overrides:
+        return spec
+    fixed = {**spec.fixed, **overrides}
+    TrialConfig().with_overrides(fixed)  # validate together
+    return dataclasses.replace(spec, fixed=fixed)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "optuna", "mlflow", "scikit-learn", "numpy"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    return versions
+
+
+def open_study(spec: StudySpec, storage_url: str | None, *, create: bool = True) -> optuna.Study:
+    storage = open_storage(spec.name, storage_url, create=create)
+    if not create:
+        try:
+            return optuna.load_study(study_name=spec.name, storage=storage,
+                                     sampler=make_sampler(spec), pruner=make_pruner(spec))
+        except KeyError:
+            raise ConfigError("no trials yet: run `cli.py search` first", key="study",
+                              value=spec.name) from None
+    return optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+                               pruner=make_pruner(spec), direction=spec.direction,
+                               load_if_exists=True)
+
+
+def study_tags(spec: StudySpec, storage_url: str | None) -> dict[str, str]:
+    tags = {f"study.{k}": v for k, v in spec.settings().items()}
+    tags["storage"] = storage_label(spec.name, storage_url)
+    tags.update({f"version.{k}": v for k, v in package_versions().items()})
+    return tags
+
+
+def best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no COMPLETE trial yet
+        return None
+
+
+def run_search(spec: StudySpec, options: SearchOptions,
+               on_epoch: Callable[[EpochEvent], None] = lambda e: None,
+               on_trial: Callable[[TrialEvent], None] = lambda e: None) -> SearchOutcome:
+    """Run the study until ``n_trials`` trials are COMPLETE or PRUNED (counting those of
+    earlier runs and of other workers), or until the timeout."""
+    overrides = dict(options.overrides)
+    if options.device:
+        overrides["runtime.device"] = options.device
+    spec = apply_overrides(spec, overrides)
+    target = options.n_trials if options.n_trials is not None else spec.n_trials
+    timeout = options.timeout if options.timeout is not None else spec.timeout
+    dataset = run_mod.load_dataset(spec.base_config(), options.data_dir)
+
+    tracker = Tracker(spec.name)
+    study = open_study(spec, options.storage)
+    tags = study_tags(spec, options.storage)
+    for key, value in tags.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    parent_id = tracker.study_run(tags)
+    metric = spec.metric
+
+    def objective(trial: optuna.Trial) -> float:
+        cfg = suggest(spec, trial)
+        trial.set_user_attr("config", {k: format_value(v) for k, v in cfg.to_flat().items()})
+        run_id = tracker.start_child(parent_id, "trial", f"trial-{trial.number}",
+                                     {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}, cfg)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        n_folds = max(1, cfg.data.kfold)
+        current = {"fold": 0}
+
+        def report(fold: int, stats: EpochStats) -> None:
+            current["fold"] = fold
+            step = fold * cfg.optim.epochs + stats.epoch
+            tracker.log_metrics(run_id, {f"fold{fold}.{k}" if n_folds > 1 else k: v
+                                         for k, v in stats.metrics().items()}, step=step)
+            on_epoch(EpochEvent(trial.number, fold, n_folds, stats, cfg.optim.epochs, metric,
+                                best_value(study)))
+            if fold == 0:
+                trial.report(getattr(stats, metric), stats.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {stats.epoch}: {metric} "
+                                             f"{getattr(stats, metric):.4f}")
+
+        try:
+            result = run_mod.validate(cfg, dataset, report)
+        except optuna.TrialPruned as exc:
+            tracker.end(run_id, "KILLED", str(exc), {STATE_TAG: "PRUNED"})
+            raise
+        except BaseException as exc:
+            reason = _failure_reason(exc, cfg)
+            trial.set_user_attr("fail_reason", reason)
+            if not isinstance(exc, (NonFiniteLossError, ConfigError)):
+                tracker.log_text(run_id, traceback.format_exc(), "traceback.txt")
+            tracker.end(run_id, "FAILED", reason, {STATE_TAG: "FAIL"})
+            raise
+        values = [_metric_of(r.final, metric) for r in result.folds]
+        value = float(np.mean(values))
+        trial.set_user_attr("fold_values", values)
+        trial.set_user_attr("value_std", float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+        trial.set_user_attr("n_params", result.folds[0].n_params)
+        tracker.log_metrics(run_id, {"objective": value, "objective_std":
+                                     trial.user_attrs["value_std"], "n_params":
+                                     result.folds[0].n_params,
+                                     "train_seconds": sum(r.train_seconds for r in result.folds)})
+        tracker.end(run_id, "FINISHED", None, {STATE_TAG: "COMPLETE"})
+        return value
+
+    consecutive_failures = 0
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal consecutive_failures
+        reason = trial.user_attrs.get("fail_reason")
+        on_trial(TrialEvent(trial.number, trial.state.name, trial.value, reason,
+                            best_value(study), state_counts(study), dict(trial.params)))
+        consecutive_failures = consecutive_failures + 1 if trial.state == TrialState.FAIL else 0
+        if finished_count(study) >= target:
+            study.stop()
+        elif consecutive_failures >= options.max_consecutive_failures:
+            study.stop()
+            raise_after["error"] = ConfigError(
+                f"{consecutive_failures} trials failed in a row (last: {reason}); stopping "
+                f"instead of burning the budget; see the failed runs in MLflow",
+                key="study", value=spec.name)
+
+    raise_after: dict[str, ConfigError] = {}
+
+    ran = 0
+    if finished_count(study) < target:
+        before = len(study.trials)
+        # No n_trials here: failed trials don't count toward the target, so the callback
+        # stops the study once enough trials (of every worker) are COMPLETE or PRUNED.
+        study.optimize(objective, timeout=timeout, callbacks=[after_trial],
+                       catch=(Exception,), gc_after_trial=False)
+        ran = len(study.trials) - before
+    write_study_plots(study, tracker, parent_id)
+    if "error" in raise_after:
+        raise raise_after["error"]
+    return SearchOutcome(study, parent_id, target, ran)
+
+
+def _metric_of(report, metric: str) -> float:
+    return {"val_acc": report.accuracy, "val_loss": report.loss, "val_top5": report.top5}[metric]
+
+
+def _failure_reason(exc: BaseException, cfg: TrialConfig) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
+def write_study_plots(study: optuna.Study, tracker: Tracker, parent_id: str) -> list[str]:
+    """Optuna's plots as self-contained HTML artifacts on the parent run; plots that need
+    more trials than exist (importance needs 2 COMPLETE ones) are skipped."""
+    import tempfile
+    from pathlib import Path
+
+    from search.reports import study_figures
+
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fig in study_figures(study).items():
+            path = Path(tmp) / f"{name}.html"
+            fig.write_html(str(path), include_plotlyjs=True)
+            written.append(path.name)
+        if written:
+            tracker.log_dir(parent_id, Path(tmp), "optuna")
+    return written

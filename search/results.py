@@ -1,0 +1,68 @@
+"""Getting results back: the best configuration from MLflow, and the studies overview."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from search.config import TrialConfig
+from search.errors import ConfigError
+from search.study import StudySpec, list_studies, load_study
+from search.tracking import KIND, STUDY_TAG, TRIAL_TAG, Tracker, config_of
+
+
+def best_config_document(spec: StudySpec, fmt: str = "toml") -> str:
+    """The best COMPLETE trial's config with its scores, read from MLflow (not from the
+    Optuna storage), as TOML (scores in comments, so the file is a plain config) or JSON."""
+    tracker = Tracker(spec.name, create=False)
+    run = tracker.best_trial_run(spec.direction)
+    if run is None:
+        raise ConfigError("no COMPLETE trial in MLflow yet", key="study", value=spec.name)
+    config = config_of(run)
+    trial = int(run.data.tags[TRIAL_TAG])
+    scores: dict[str, Any] = {spec.metric: run.data.metrics["objective"],
+                              f"{spec.metric}_std": run.data.metrics.get("objective_std", 0.0)}
+    finals = tracker.find_runs("final", f"tags.`{TRIAL_TAG}` = '{trial}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if finals and "test_accuracy_mean" in finals[0].data.metrics:
+        m = finals[0].data.metrics
+        scores.update(final_test_accuracy_mean=m["test_accuracy_mean"],
+                      final_test_accuracy_std=m["test_accuracy_std"],
+                      final_seeds=finals[0].data.tags.get("seeds", ""),
+                      final_epochs=finals[0].data.params.get("optim.epochs", ""))
+    if fmt == "json":
+        return json.dumps({"study": spec.name, "trial": trial, "mlflow_run_id": run.info.run_id,
+                           "scores": scores, "config": config.to_flat()}, indent=2) + "\n"
+    header = [f"# best configuration of study {spec.name!r}, read from MLflow",
+              f"# trial {trial} (MLflow run {run.info.run_id})"]
+    header += [f"#   {k} = {v:.6g}" if isinstance(v, float) else f"#   {k} = {v}"
+               for k, v in scores.items()]
+    header.append("# rerun: python cli.py train --config THIS_FILE --test")
+    return "\n".join(header) + "\n\n" + config.to_toml()
+
+
+def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) -> list[tuple]:
+    """One row per study file: name, dataset, sampler, space size, done/target, best."""
+    from search import engine
+    from search.storage import finished_count, journal_path
+
+    rows = []
+    for path in list_studies(studies_dir):
+        try:
+            spec = load_study(str(path))
+        except ConfigError as exc:
+            rows.append((path.stem, "-", "-", "-", "-", "-", f"invalid: {exc.message}"))
+            continue
+        size = spec.space_size()
+        done, best = 0, "-"
+        if storage_url or journal_path(spec.name).exists():
+            try:
+                study = engine.open_study(spec, storage_url, create=False)
+                done = finished_count(study)
+                value = engine.best_value(study)
+                best = "-" if value is None else f"{value:.4f}"
+            except ConfigError:
+                pass
+        rows.append((spec.name, spec.dataset, spec.sampler, "continuous" if size is None else
+                     f"{size:,}", f"{done}/{spec.n_trials}", best, str(path)))
+    return rows

@@ -1,0 +1,162 @@
+"""All MLflow logging (the only module that imports mlflow).
+
+Layout, one experiment per study:
+- a parent run per study (``kind=study``): tags with the sampler, pruner, storage and
+  package versions; Optuna plots as HTML artifacts;
+- a child run per Optuna trial (``kind=trial``): params = the flat ``TrialConfig``,
+  per-epoch metrics, tags with the trial number and state; pruned -> KILLED, failed ->
+  FAILED with the reason;
+- child runs for final retrains (``kind=final``) with test metrics and artifacts.
+
+We use ``MlflowClient`` with explicit run ids rather than the fluent ``mlflow.start_run``
+API, so no global "active run" state leaks between trials.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from search.config import TrialConfig, format_value
+from search.errors import ConfigError
+
+RUNS_DIR = Path("mlruns")
+DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR}/mlflow.db"
+KIND = "cifar_search.kind"          # study | trial | final | ablation
+STUDY_TAG = "cifar_search.study"
+TRIAL_TAG = "optuna.trial_number"
+STATE_TAG = "optuna.trial_state"
+REASON_TAG = "cifar_search.reason"
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store in ``./mlruns``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+class Tracker:
+    """MLflow logging for one study."""
+
+    def __init__(self, study_name: str, uri: str | None = None, *, create: bool = True) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or tracking_uri()
+        if not create and self.uri == DEFAULT_TRACKING_URI and not (RUNS_DIR / "mlflow.db").exists():
+            raise ConfigError("no MLflow runs yet (mlruns/mlflow.db is missing): run "
+                              "`cli.py search` first", key="study", value=study_name)
+        if self.uri == DEFAULT_TRACKING_URI:
+            RUNS_DIR.mkdir(exist_ok=True)
+        self.study_name = study_name
+        self.client = MlflowClient(tracking_uri=self.uri)
+        try:
+            experiment = self.client.get_experiment_by_name(study_name)
+            if experiment is None and not create:
+                raise ConfigError("no MLflow experiment for this study yet: run `cli.py "
+                                  "search` first", key="study", value=study_name)
+            if experiment is None:
+                artifacts = None
+                if self.uri.startswith("sqlite:"):  # keep artifacts beside the local store
+                    artifacts = (RUNS_DIR / "artifacts" / study_name).resolve().as_uri()
+                self.experiment_id = self.client.create_experiment(study_name, artifacts)
+            else:
+                self.experiment_id = experiment.experiment_id
+        except mlflow.exceptions.MlflowException as exc:
+            raise ConfigError(f"MLflow tracking store unreachable: {str(exc).splitlines()[0]}",
+                              key="MLFLOW_TRACKING_URI", value=mask_credentials(self.uri)) from None
+
+    # runs ------------------------------------------------------------------------
+    def find_runs(self, kind: str, extra_filter: str = "", order_by: list[str] | None = None,
+                  max_results: int = 1000) -> list[Any]:
+        query = f"tags.`{KIND}` = '{kind}'" + (f" and {extra_filter}" if extra_filter else "")
+        return list(self.client.search_runs([self.experiment_id], query, order_by=order_by,
+                                            max_results=max_results))
+
+    def study_run(self, tags: Mapping[str, str]) -> str:
+        """The study's parent run id, created on first use and reused on resume."""
+        runs = self.find_runs("study", order_by=["attributes.start_time ASC"])
+        if runs:
+            run_id = runs[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                            tags={KIND: "study", STUDY_TAG: self.study_name}
+                                            ).info.run_id
+        self.set_tags(run_id, tags)
+        return run_id
+
+    def start_child(self, parent_id: str, kind: str, name: str,
+                    tags: Mapping[str, Any] | None = None,
+                    config: TrialConfig | None = None) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={
+            KIND: kind, STUDY_TAG: self.study_name, "mlflow.parentRunId": parent_id,
+            **{k: str(v) for k, v in (tags or {}).items()}})
+        if config is not None:
+            self.log_params(run.info.run_id, config)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, config: TrialConfig) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, format_value(v))
+                                              for k, v in config.to_flat().items()])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0)
+                                               for k, v in metrics.items()])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def end(self, run_id: str, status: str, reason: str | None = None,
+            tags: Mapping[str, Any] | None = None) -> None:
+        """End a run: FINISHED, KILLED (pruned) or FAILED, with the reason as a tag."""
+        extra = dict(tags or {})
+        if reason:
+            extra[REASON_TAG] = reason[:5000]
+        self.set_tags(run_id, extra)
+        self.client.set_terminated(run_id, status=status)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_dir)
+
+    def log_dir(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(path), artifact_dir)
+
+    # reading back ------------------------------------------------------------------
+    def trial_runs(self, state: str | None = None) -> list[Any]:
+        extra = f"tags.`{STATE_TAG}` = '{state}'" if state else ""
+        return self.find_runs("trial", extra)
+
+    def best_trial_run(self, direction: str) -> Any | None:
+        """The COMPLETE trial run with the best objective value (read from MLflow)."""
+        order = "DESC" if direction == "maximize" else "ASC"
+        runs = self.find_runs("trial", f"tags.`{STATE_TAG}` = 'COMPLETE'",
+                              order_by=[f"metrics.objective {order}"], max_results=1)
+        return runs[0] if runs else None
+
+
+def config_of(run: Any) -> TrialConfig:
+    """The ``TrialConfig`` logged as a run's params (text parsed back per key)."""
+    return TrialConfig.from_flat(dict(run.data.params))
+
+
+def mask_credentials(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
