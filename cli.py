@@ -127,7 +127,7 @@ def train(model: str | None, dataset: str | None, data_dir: str | None, config_f
     from search.config import TrialConfig, parse_assignments
     from search.display import epoch_line, pct, summary
 
-    cfg = TrialConfig.from_toml(config_file) if config_file else TrialConfig()
+    cfg = TrialConfig.from_file(config_file) if config_file else TrialConfig()
     overrides = {"model.name": model, "data.dataset": dataset, "runtime.seed": seed,
                  "runtime.device": device}
     cfg = cfg.with_overrides({k: v for k, v in overrides.items() if v is not None})
@@ -151,6 +151,229 @@ def train(model: str | None, dataset: str | None, data_dir: str | None, config_f
     click.echo(summary(result, dataset_.classes))
     if out:
         _write_outputs(Path(out), cfg, results)
+
+
+STUDY_HELP = "study name (a file in studies/) or path to a study TOML file"
+STORAGE_HELP = ("Optuna storage URL (sqlite:///..., postgresql://user:pass@host/db); "
+                "default: a journal file mlruns/<study>.journal")
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help=STUDY_HELP)
+@click.option("--n-trials", type=click.IntRange(min=1),
+              help="target number of COMPLETE+PRUNED trials (default: the study file's)")
+@click.option("--timeout", type=click.FloatRange(min=0), help="stop starting trials after this many seconds")
+@click.option("--data-dir", type=click.Path(file_okay=False), help=DATA_DIR_HELP)
+@click.option("--device", help="auto, cpu, cuda, cuda:N (runtime.device)")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="fix a config key that is not searched, e.g. --set optim.epochs=10")
+@click.option("--no-retrain", is_flag=True, help="skip the final retrain of the best trial")
+def search(study_name: str, n_trials: int | None, timeout: float | None, data_dir: str | None,
+           device: str | None, storage: str | None, assignments: tuple[str, ...],
+           no_retrain: bool) -> None:
+    """Run (or continue) a study: Optuna samples configs, prunes on validation accuracy,
+    logs every trial to MLflow, then retrains the best trial and tests it once.
+
+    Rerunning the same command continues the study up to its n_trials (COMPLETE +
+    PRUNED trials count); finished trials are never redone.
+    """
+    from search import engine
+    from search.config import parse_assignments
+    from search.display import pct
+    from search.storage import storage_label
+    from search.study import load_study
+
+    spec = load_study(study_name)
+    options = engine.SearchOptions(n_trials=n_trials, timeout=timeout, data_dir=data_dir,
+                                   device=device, storage=storage,
+                                   overrides=parse_assignments(assignments))
+    target = n_trials or spec.n_trials
+    click.echo(f"study {spec.name}: {spec.dataset}, {spec.sampler} sampler, {spec.pruner} pruner, "
+               f"target {target} trials; storage {storage_label(spec.name, storage)}")
+
+    def fmt(metric: str, value: float | None) -> str:
+        return "-" if value is None else (pct(value) if metric != "val_loss" else f"{value:.4f}")
+
+    def on_epoch(e: engine.EpochEvent) -> None:
+        fold = f" fold {e.fold + 1}/{e.folds}" if e.folds > 1 else ""
+        click.echo(f"  trial {e.trial}{fold} epoch {e.stats.epoch}/{e.epochs}  "
+                   f"loss {e.stats.train_loss:.4f}  {e.metric} {fmt(e.metric, getattr(e.stats, e.metric))}"
+                   f"  best {fmt(e.metric, e.best)}  {e.stats.seconds:.1f}s")
+
+    def on_trial(e: engine.TrialEvent) -> None:
+        c = e.counts
+        what = {"COMPLETE": f"complete, {spec.metric} {fmt(spec.metric, e.value)}",
+                "PRUNED": "pruned", "FAIL": f"FAILED ({e.reason})"}.get(e.state, e.state)
+        click.echo(f"trial {e.trial} {what}   best {fmt(spec.metric, e.best)}   "
+                   f"[{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed]")
+
+    outcome = engine.run_search(spec, options, on_epoch, on_trial)
+    if outcome.ran == 0:
+        click.echo(f"nothing to do: the study already has {target} finished trials "
+                   f"(raise --n-trials to run more)")
+    click.echo(_study_summary(spec, outcome.study))
+    if not no_retrain:
+        _retrain_and_print(spec, outcome.study, outcome.parent_run_id, None, None, data_dir,
+                           device)
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help=STUDY_HELP)
+@click.option("--trial", "trial_number", type=int, help="trial number (default: the best trial)")
+@click.option("--seeds", help="comma-separated seeds (default: the study file's [retrain] seeds)")
+@click.option("--data-dir", type=click.Path(file_okay=False), help=DATA_DIR_HELP)
+@click.option("--device", help="auto, cpu, cuda, cuda:N")
+@click.option("--storage", help=STORAGE_HELP)
+def retrain(study_name: str, trial_number: int | None, seeds: str | None, data_dir: str | None,
+            device: str | None, storage: str | None) -> None:
+    """Retrain a trial's config on train+validation once per seed; test once per seed."""
+    from search import engine
+    from search.study import load_study
+    from search.tracking import Tracker
+
+    spec = load_study(study_name)
+    study = engine.open_study(spec, storage, create=False)
+    parent = Tracker(spec.name).study_run({})
+    _retrain_and_print(spec, study, parent, trial_number, _parse_seeds(seeds), data_dir, device)
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError("expected comma-separated integers, e.g. 0,1,2", key="--seeds",
+                          value=text) from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError("expected distinct non-negative integers", key="--seeds", value=text)
+    return seeds
+
+
+def _retrain_and_print(spec, study, parent_id, trial_number, seeds, data_dir, device) -> None:
+    from search.display import epoch_line, pct, summary
+    from search.retrain import final_retrain
+    from search.tracking import Tracker
+
+    epochs = spec.retrain.epochs
+    click.echo(f"final retrain on train+validation, {epochs} epochs, evaluated once on the test split")
+    outcome = final_retrain(spec, study, Tracker(spec.name), parent_id, trial_number=trial_number,
+                            seeds=seeds, data_dir=data_dir, device=device,
+                            on_epoch=lambda seed, s: click.echo(epoch_line(s, epochs, f"  seed {seed} ")))
+    for seed, result in outcome.results.items():
+        click.echo(f"seed {seed}: test accuracy {pct(result.final.accuracy)}  top-5 "
+                   f"{pct(result.final.top5)}  loss {result.final.loss:.4f}")
+    first = next(iter(outcome.results.values()))
+    click.echo(summary(first, outcome.classes) if len(outcome.results) == 1 else "")
+    mean, std = outcome.mean_std("accuracy")
+    click.echo(f"final (trial {outcome.trial_number}, {len(outcome.results)} seed(s)): test accuracy "
+               f"{pct(mean)} ± {pct(std)}   MLflow run {outcome.run_id}")
+
+
+def _study_summary(spec, study) -> str:
+    from search.display import pct, table
+    from search.storage import state_counts
+
+    counts = state_counts(study)
+    lines = [f"\nstudy {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, "
+             f"{counts['failed']} failed"]
+    complete = [t for t in study.trials if t.value is not None]
+    if not complete:
+        return "\n".join(lines + ["no COMPLETE trial yet"])
+    reverse = spec.direction == "maximize"
+    top = sorted(complete, key=lambda t: t.value, reverse=reverse)[:5]
+    best = top[0]
+    fmt = (lambda v: pct(v)) if spec.metric != "val_loss" else (lambda v: f"{v:.4f}")
+    lines.append(f"best trial {best.number}: {spec.metric} {fmt(best.value)}")
+    lines += [f"  {k} = {v}" for k, v in best.params.items()]
+    keys = sorted({k for t in top for k in t.params})
+    rows = [[t.number, fmt(t.value)] + [t.params.get(k, "-") for k in keys] for t in top]
+    rows = [[f"{c:.4g}" if isinstance(c, float) else c for c in r] for r in rows]
+    lines += ["top trials:", table(["trial", spec.metric, *keys], rows)]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help=STUDY_HELP)
+@click.option("--format", "fmt", type=click.Choice(["toml", "json"]), default="toml", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="write to this file instead of stdout")
+def best(study_name: str, fmt: str, output: str | None) -> None:
+    """The best trial's configuration and scores, read from MLflow; the file reruns with
+    `cli.py train --config FILE --test`."""
+    from search.results import best_config_document
+    from search.study import load_study
+
+    text = best_config_document(load_study(study_name), fmt)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help=STUDY_HELP)
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="interface to listen on (loopback by default)")
+@click.option("--port", default=8080, show_default=True, type=int)
+def dashboard(study_name: str, storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study's storage (history, importance, parallel
+    coordinates)."""
+    import optuna_dashboard
+
+    from search.storage import open_storage
+    from search.study import load_study
+
+    spec = load_study(study_name)
+    store = open_storage(spec.name, storage, create=False)
+    click.echo(f"optuna-dashboard for study {spec.name}: http://{host}:{port}/dashboard/ (Ctrl-C to stop)")
+    optuna_dashboard.run_server(store, host=host, port=port)
+
+
+@main.command()
+@click.option("--storage", help=STORAGE_HELP)
+def studies(storage: str | None) -> None:
+    """The study files, with dataset, space size, trials done / target and best value."""
+    from search.display import table
+    from search.results import study_rows
+
+    click.echo(table(["study", "dataset", "sampler", "space", "done/target", "best", "file"],
+                     study_rows(storage), align="llllrrl"))
+
+
+@main.command()
+@click.option("--model", "model_names", default="se_resnet18", show_default=True,
+              help="model name, or several separated by commas")
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=2),
+              help="timed training steps per loop")
+@click.option("--width", type=float, help="model.width (e.g. 0.25 for a quick CPU run)")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile our model")
+def bench(model_names: str, batch_size: int, device: str, steps: int, width: float | None,
+          use_compile: bool) -> None:
+    """Training images/s: ours (device-resident data, batched augmentation, bf16 +
+    channels_last on CUDA) vs the standard DataLoader + PIL transforms + fp32 loop,
+    same model, batch, 'full' augmentation and device."""
+    from search.bench import run_bench
+    from search.config import TrialConfig
+    from search.display import table
+
+    rows = []
+    for name in [m.strip() for m in model_names.split(",") if m.strip()]:
+        TrialConfig().with_overrides({"model.name": name})  # unknown names fail before timing
+        r = run_bench(name, batch_size, device, steps, use_compile,
+                      {"width": width} if width else None)
+        rows.append((r.model, r.device, r.batch_size, f"{r.ours_images_per_s:,.0f}",
+                     f"{r.reference_images_per_s:,.0f}", f"{r.ratio:.2f}x",
+                     f"{r.ours_peak_memory_mb:,.0f}", f"{r.train_flops_per_image / 1e9:.2f}",
+                     "-" if r.mfu is None else f"{100 * r.mfu:.1f}%"))
+        click.echo(f"measured {name}", err=True)
+    click.echo(table(["model", "device", "batch", "ours img/s", "reference img/s", "ratio",
+                      "peak MB", "GFLOP/img", "MFU"], rows))
+    click.echo("peak MB: CUDA memory allocated on the GPU, process RSS on the CPU; "
+               "MFU: training FLOPs/image x images/s / the GPU's dense bf16 peak")
 
 
 def _write_outputs(out: Path, cfg, results) -> None:

@@ -29,7 +29,9 @@ from search.study import StudySpec, make_pruner, make_sampler
 from search.tracking import STATE_TAG, TRIAL_TAG, Tracker
 from search.train import EpochStats, NonFiniteLossError
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own progress
+# We print our own progress and keep failed trials' tracebacks in MLflow, so Optuna's
+# per-trial warnings (a traceback per failed trial) would only repeat them.
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @dataclass(frozen=True)

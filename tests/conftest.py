@@ -29,8 +29,10 @@ def _dump(path: Path, obj: dict) -> None:
         pickle.dump(obj, fh, protocol=2)
 
 
-def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 40) -> Path:
-    """A CIFAR-10 folder with 5 training batches of ``per_batch`` images each."""
+def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 40,
+                  scramble_test: bool = False) -> Path:
+    """A CIFAR-10 folder with 5 training batches of ``per_batch`` images each; with
+    ``scramble_test`` the test batch gets random labels and random pixels."""
     base = root / "cifar-10-batches-py"
     base.mkdir(parents=True)
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
@@ -41,8 +43,12 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 40) -> Path:
         _dump(base / f"data_batch_{b}", {b"batch_label": b"training batch", b"labels": labels,
                                         b"data": pattern_rows(per_batch),
                                         b"filenames": [b"x.png"] * per_batch})
-    _dump(base / "test_batch", {b"labels": [i % 10 for i in range(n_test)],
-                                b"data": pattern_rows(n_test)})
+    test_labels, test_rows = [i % 10 for i in range(n_test)], pattern_rows(n_test)
+    if scramble_test:
+        rng = np.random.default_rng(99)
+        test_labels = rng.integers(0, 10, n_test).tolist()
+        test_rows = rng.integers(0, 256, test_rows.shape, dtype=np.uint8)
+    _dump(base / "test_batch", {b"labels": test_labels, b"data": test_rows})
     return root
 
 
@@ -67,3 +73,9 @@ def cifar10_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cifar100_dir(tmp_path: Path) -> Path:
     return write_cifar100(tmp_path / "cifar")
+
+
+@pytest.fixture
+def make_cifar10():
+    """The CIFAR-10 folder writer, for tests that need several variants."""
+    return write_cifar10

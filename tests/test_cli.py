@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import cifar_models
 
@@ -87,8 +88,21 @@ def test_data_command_shows_stats_and_writes_grid(cifar10_dir, tmp_path):
     (["train", "--dataset", "synthetic", "--config", "/nonexistent.toml"], ["/nonexistent.toml"]),
     (["data", "--dataset", "cifar100", "--data-dir", "{empty}"], ["cifar-100-python"]),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, fragments, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(args, fragments, tmp_path, monkeypatch):
+    import cli
+
+    monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "nothing"))
+    monkeypatch.setenv("CIFAR_NO_DOWNLOAD", "1")
     args = [a.replace("{empty}", str(tmp_path / "nothing")) for a in args]
-    env = {**os.environ, "CIFAR_DATA_DIR": str(tmp_path / "nothing"), "CIFAR_NO_DOWNLOAD": "1"}
-    proc = run_cli(*args, env=env)
-    assert_one_line_error(proc, *fragments)
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
+    env = {**os.environ, "CIFAR_NO_DOWNLOAD": "1"}
+    proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path), env=env)
+    assert_one_line_error(proc, "cifar-10-batches-py", str(tmp_path))

@@ -1,0 +1,153 @@
+"""Training throughput: our step (data resident on the device, batched augmentation,
+bf16 + channels_last on CUDA) against the loop users write today (torchvision
+``DataLoader`` + PIL transforms, fp32), same model, batch size, augmentations and device.
+
+A benchmark, not a test: it prints figures and asserts nothing about them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from search import data as data_mod
+from search.config import TrialConfig
+from search.train import build_model, peak_memory_mb, resolve_device, train_one
+
+# Dense bf16 tensor-core peaks (FLOP/s) for the model FLOP utilisation estimate.
+BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    batch_size: int
+    device: str
+    ours_images_per_s: float
+    reference_images_per_s: float
+    ours_peak_memory_mb: float
+    reference_peak_memory_mb: float
+    train_flops_per_image: float
+    mfu: float | None                # fraction of the device's bf16 peak, CUDA only
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_images_per_s / self.reference_images_per_s
+
+
+def bench_config(model: str, batch_size: int, device: str, *, compile: bool = False,
+                 model_args: dict | None = None) -> TrialConfig:
+    """What is measured: SGD, cosine, 'full' augmentation (crop+flip+jitter+erasing)."""
+    flat = {"model.name": model, "optim.batch_size": batch_size, "aug.preset": "full",
+            "runtime.device": device, "runtime.compile": compile, "data.dataset": "synthetic"}
+    flat.update({f"model.{k}": v for k, v in (model_args or {}).items()})
+    return TrialConfig.from_flat(flat)
+
+
+def _synthetic(n: int) -> data_mod.Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    y = (np.arange(n) % 10).astype(np.int64)
+    return data_mod.Dataset("bench", x, y, x[:256], y[:256], tuple(str(i) for i in range(10)))
+
+
+def measure_ours(cfg: TrialConfig, steps: int) -> tuple[float, float]:
+    """images/s of ``train_one``'s own epoch loop (second epoch: the first one pays for
+    cudnn autotuning and compilation), and peak memory in MB."""
+    device = resolve_device(cfg.runtime.device)
+    ds = _synthetic(cfg.optim.batch_size * steps)
+    td = data_mod.make_train_data(ds, train_idx=np.arange(len(ds.train_y)), eval_split="val",
+                                  eval_idx=np.arange(256), device=device)
+    result = train_one(cfg.with_overrides({"optim.epochs": 2}), td)
+    return result.history[-1].images_per_s, result.peak_memory_mb
+
+
+class _Pictures(torch.utils.data.Dataset):
+    """The usual CIFAR Dataset: a PIL image per item through torchvision transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images, self.labels, self.transform = images.transpose(0, 2, 3, 1), labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def measure_reference(cfg: TrialConfig, steps: int, warmup: int = 3) -> tuple[float, float]:
+    """images/s of the standard loop: DataLoader workers + PIL transforms + fp32."""
+    import torchvision.transforms as T
+
+    device = resolve_device(cfg.runtime.device)
+    ds = _synthetic(cfg.optim.batch_size * (steps + warmup))
+    mean, std = ds.mean_std
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
+                           T.ColorJitter(0.4, 0.4, 0.4), T.ToTensor(), T.Normalize(mean, std),
+                           T.RandomErasing(p=0.25)])
+    loader = torch.utils.data.DataLoader(
+        _Pictures(ds.train_x, ds.train_y, transform), batch_size=cfg.optim.batch_size,
+        shuffle=True, drop_last=True, num_workers=min(4, os.cpu_count() or 1),
+        pin_memory=device.type == "cuda", persistent_workers=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.train()
+    start, seen = 0.0, 0
+    for i, (x, y) in enumerate(loader):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = criterion(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()  # as users' loops do, to print a running loss
+        if i >= warmup:
+            seen += x.shape[0]
+    _sync(device)
+    return seen / (time.perf_counter() - start), peak_memory_mb(device)
+
+
+def train_flops_per_image(cfg: TrialConfig) -> float:
+    """Forward + backward FLOPs of one 32x32 image (counted by torch on the CPU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(cfg, 10)
+    x = torch.randn(2, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_bench(model: str, batch_size: int = 512, device: str = "auto", steps: int = 20,
+              compile: bool = False, model_args: dict | None = None) -> BenchResult:
+    cfg = bench_config(model, batch_size, device, compile=compile, model_args=model_args)
+    ours, ours_mem = measure_ours(cfg, steps)
+    reference, ref_mem = measure_reference(cfg, steps)
+    flops = train_flops_per_image(cfg)
+    dev = resolve_device(device)
+    peak = device_peak_flops(dev)
+    return BenchResult(model, batch_size, str(dev), ours, reference, ours_mem, ref_mem, flops,
+                       None if peak is None else flops * ours / peak)

@@ -1,0 +1,216 @@
+"""The search end to end on tiny data: real Optuna journal storage, real MLflow (SQLite
+under a temporary ./mlruns), real training on the CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from search import engine
+from search.config import TrialConfig
+from search.errors import ConfigError
+from search.results import best_config_document
+from search.retrain import final_retrain, trial_config
+from search.study import load_study
+from search.tracking import DEFAULT_TRACKING_URI, Tracker
+
+TINY_FIXED = """
+[fixed]
+"model.name" = "improved_cnn"
+"model.width" = 0.25
+"optim.epochs" = 3
+"optim.batch_size" = 32
+"aug.preset" = "none"
+"runtime.device" = "cpu"
+"data.synthetic_size" = 200
+"data.synthetic_classes" = 4
+"""
+
+
+def write_study(folder: Path, name: str, body: str, fixed: str = TINY_FIXED) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(body + fixed)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A fresh working directory: ./mlruns is created there, nowhere else."""
+    monkeypatch.chdir(tmp_path)
+    # the tool's default store, spelled out so that mlflow's own fluent API reads it too
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    return tmp_path
+
+
+SEARCH = """
+[study]
+dataset = "synthetic"
+n_trials = 6
+sampler = "tpe"
+seed = 1
+pruner = "median"
+[study.sampler_args]
+n_startup_trials = 3
+[study.pruner_args]
+n_startup_trials = 2
+n_warmup_steps = 1
+[space]
+"optim.lr" = { type = "float", low = 1e-4, high = 0.3, log = true }
+"model.dropout" = { type = "categorical", choices = [0.0, 0.2] }
+[retrain]
+epochs = 2
+seeds = [0, 1]
+"""
+
+
+def test_search_then_resume_then_mlflow_layout(workdir):
+    spec = load_study(str(write_study(workdir, "tiny", SEARCH)))
+    events = []
+    outcome = engine.run_search(spec, engine.SearchOptions(), on_trial=events.append)
+    assert outcome.ran >= 6
+    # plain Optuna sees the trials in the journal file
+    storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "tiny.journal")))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    states = [t.state for t in study.trials]
+    finished = [s for s in states if s in (optuna.trial.TrialState.COMPLETE,
+                                           optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 6
+    assert study.user_attrs["study.sampler"] == "tpe" and "version.torch" in study.user_attrs
+    assert [e.trial for e in events] == [t.number for t in study.trials]
+
+    # the same command again runs nothing
+    again = engine.run_search(spec, engine.SearchOptions())
+    assert again.ran == 0 and len(again.study.trials) == len(study.trials)
+    # a raised target runs exactly the difference
+    more = engine.run_search(spec, engine.SearchOptions(n_trials=7))
+    assert more.ran == 1
+
+    runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
+    kinds = [r.data.tags["cifar_search.kind"] for r in runs]
+    assert kinds.count("study") == 1
+    trial_runs = {int(r.data.tags["optuna.trial_number"]): r for r in runs
+                  if r.data.tags["cifar_search.kind"] == "trial"}
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert sorted(trial_runs) == [t.number for t in study.trials]
+    parent_id = next(r.info.run_id for r in runs if r.data.tags["cifar_search.kind"] == "study")
+    for t in study.trials:
+        run = trial_runs[t.number]
+        assert run.data.tags["mlflow.parentRunId"] == parent_id
+        assert TrialConfig.from_flat(run.data.params) == trial_config(t)
+        expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[t.state.name]
+        assert run.info.status == expected
+        if t.state.name == "COMPLETE":
+            assert run.data.metrics["objective"] == pytest.approx(t.value)
+            assert "val_acc" in run.data.metrics
+    artifacts = {a.path for a in Tracker("tiny").client.list_artifacts(parent_id, "optuna")}
+    assert "optuna/optimization_history.html" in artifacts
+
+    # the final retrain: a child run with test metrics and artifacts
+    outcome = final_retrain(spec, study, Tracker("tiny"), parent_id)
+    assert sorted(outcome.results) == [0, 1]
+    assert all(r.final.split == "test" for r in outcome.results.values())
+    assert outcome.config.optim.epochs == 2
+    final = mlflow.get_run(outcome.run_id)
+    assert final.data.tags["mlflow.parentRunId"] == parent_id
+    assert final.data.tags["cifar_search.kind"] == "final"
+    assert 0 <= final.data.metrics["test_accuracy_mean"] <= 1
+    assert "seed1.test_accuracy" in final.data.metrics
+    names = {a.path for a in Tracker("tiny").client.list_artifacts(outcome.run_id)}
+    assert {"confusion_matrix.png", "training_curves.png", "classification_report.txt",
+            "config.toml", "model_seed0.pt", "per_class_accuracy.json"} <= names
+
+    # best: read from MLflow, resolves to the best trial's exact config
+    text = best_config_document(spec, "toml")
+    assert TrialConfig.from_toml_text(text) == trial_config(study.best_trial)
+    assert "final_test_accuracy_mean" in text
+
+
+FAILING = """
+[study]
+dataset = "synthetic"
+n_trials = 2
+sampler = "random"
+pruner = "none"
+[space]
+"optim.lr" = { type = "categorical", choices = [0.05, 1e12] }
+"""
+
+
+def test_failing_trial_is_contained_and_logged(workdir):
+    spec = load_study(str(write_study(workdir, "failing", FAILING)))
+    study = engine.open_study(spec, None)
+    for lr in (1e12, 0.05, 0.05):  # the first diverges (NaN loss), then two good ones
+        study.enqueue_trial({"optim.lr": lr})
+    outcome = engine.run_search(spec, engine.SearchOptions(overrides={"optim.momentum": 0.0}))
+    states = [t.state.name for t in outcome.study.trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+    failed = outcome.study.trials[0]
+    assert "NonFiniteLossError" in failed.user_attrs["fail_reason"]
+    run = next(r for r in mlflow.search_runs(experiment_names=["failing"], output_format="list")
+               if r.data.tags.get("optuna.trial_number") == "0")
+    assert run.info.status == "FAILED"
+    assert "NaN" in run.data.tags["cifar_search.reason"]
+
+
+def test_consecutive_failures_stop_the_study_with_a_clear_error(workdir):
+    spec = load_study(str(write_study(workdir, "doomed", FAILING)))
+    study = engine.open_study(spec, None)
+    for _ in range(4):
+        study.enqueue_trial({"optim.lr": 1e12})
+    with pytest.raises(ConfigError, match="3 trials failed in a row"):
+        engine.run_search(spec, engine.SearchOptions(overrides={"optim.momentum": 0.0},
+                                                     max_consecutive_failures=3))
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3 + ["WAITING"]
+
+
+def test_kfold_objective_is_the_mean_over_folds(workdir):
+    body = FAILING.replace("choices = [0.05, 1e12]", "choices = [0.05]").replace(
+        "n_trials = 2", "n_trials = 1")
+    spec = load_study(str(write_study(workdir, "kfold", body, TINY_FIXED + '"data.kfold" = 3\n')))
+    outcome = engine.run_search(spec, engine.SearchOptions())
+    trial = outcome.study.trials[0]
+    folds = trial.user_attrs["fold_values"]
+    assert len(folds) == 3
+    assert trial.value == pytest.approx(np.mean(folds))
+    # pruning sees fold 0 only: one report per epoch of fold 0
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
+
+
+LEAK = """
+[study]
+dataset = "cifar10"
+n_trials = 3
+sampler = "random"
+seed = 3
+pruner = "none"
+[space]
+"optim.lr" = { type = "float", low = 0.01, high = 0.2, log = true }
+[fixed]
+"model.name" = "improved_cnn"
+"model.width" = 0.25
+"optim.epochs" = 2
+"optim.batch_size" = 16
+"aug.preset" = "standard"
+"runtime.device" = "cpu"
+"""
+
+
+def test_test_split_never_read_during_search(tmp_path, monkeypatch, make_cifar10):
+    """Scrambling the test split (labels and pixels) leaves every trial's value unchanged."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    values = []
+    for scrambled in (False, True):
+        work = tmp_path / ("scrambled" if scrambled else "clean")
+        data_dir = make_cifar10(work / "data", scramble_test=scrambled)
+        monkeypatch.chdir(work)
+        path = work / "leak.toml"
+        path.write_text(LEAK)
+        outcome = engine.run_search(load_study(str(path)),
+                                    engine.SearchOptions(data_dir=str(data_dir)))
+        values.append([t.value for t in outcome.study.trials])
+    assert len(values[0]) == 3 and None not in values[0]
+    assert values[0] == values[1]
