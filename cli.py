@@ -28,6 +28,11 @@ def main() -> None:
 
     Start with `models` and `data`, train one config with `train`, then search.
     """
+    import warnings
+
+    # one line per warning, like our errors, instead of Python's two-line format
+    warnings.showwarning = lambda message, category, *args, **kwargs: click.echo(
+        f"warning: {message}", err=True)
 
 
 DATA_DIR_HELP = "folder holding cifar-10-batches-py/ or cifar-100-python/ (default $CIFAR_DATA_DIR or ./data)"

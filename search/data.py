@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,13 +251,23 @@ def subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 def holdout_split(labels: np.ndarray, val_fraction: float, seed: int
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation indices (e.g. 45k/5k of CIFAR's 50k at 0.1)."""
+    """Stratified train/validation indices (e.g. 45k/5k of CIFAR's 50k at 0.1).
+
+    When the split is too small to hold every class (a few hundred CIFAR-100 images), a
+    seeded random split is used instead, with a warning.
+    """
+    indices = np.arange(len(labels))
     try:
-        train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
+        train_idx, val_idx = train_test_split(indices, test_size=val_fraction,
                                               stratify=labels, random_state=seed)
     except ValueError as exc:
-        raise ConfigError(f"cannot make a stratified validation split: {exc}",
-                          key="data.val_fraction", value=val_fraction) from None
+        warnings.warn(f"validation split not stratified ({exc})", stacklevel=2)
+        try:
+            train_idx, val_idx = train_test_split(indices, test_size=val_fraction,
+                                                  random_state=seed)
+        except ValueError as exc2:
+            raise ConfigError(f"cannot make a validation split: {exc2}",
+                              key="data.val_fraction", value=val_fraction) from None
     return np.sort(train_idx), np.sort(val_idx)
 
 

@@ -122,3 +122,10 @@ def test_final_data_evaluates_on_test_split(cifar10_dir):
     assert td.eval_split == "test" and td.train_x.shape[0] == 100 and td.eval_x.shape[0] == 40
     hold = data.holdout_data(ds, 0.2, 0, 0, "cpu")
     assert hold.eval_split == "val" and hold.train_x.shape[0] == 80 and hold.eval_x.shape[0] == 20
+
+
+def test_holdout_falls_back_to_random_when_classes_cannot_be_stratified():
+    labels = np.arange(50) % 25          # 25 classes of 2, 5 validation images
+    with pytest.warns(UserWarning, match="not stratified"):
+        tr, va = data.holdout_split(labels, 0.1, seed=0)
+    assert len(va) == 5 and len(tr) == 45 and not set(tr) & set(va)
