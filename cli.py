@@ -240,12 +240,11 @@ def retrain(study_name: str, trial_number: int | None, seeds: str | None, data_d
     spec = load_study(study_name)
     study = engine.open_study(spec, storage, create=False)
     parent = Tracker(spec.name).study_run({})
-    _retrain_and_print(spec, study, parent, trial_number, _parse_seeds(seeds), data_dir, device)
+    _retrain_and_print(spec, study, parent, trial_number, _parse_seeds(seeds) if seeds else None,
+                       data_dir, device)
 
 
-def _parse_seeds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
+def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -345,6 +344,81 @@ def studies(storage: str | None) -> None:
 
     click.echo(table(["study", "dataset", "sampler", "space", "done/target", "best", "file"],
                      study_rows(storage), align="llllrrl"))
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help=STUDY_HELP)
+@click.option("--seeds", default="3", show_default=True,
+              help="a count N (seeds 0..N-1) or a comma-separated list, e.g. 0,1,2")
+@click.option("--base", default="auto", show_default=True,
+              help="baseline: best (the study's best trial, from MLflow), fixed (the study "
+                   "file's fixed values), auto (best if searched, else fixed) or a config FILE")
+@click.option("--variants", help="comma-separated variant names (default: all)")
+@click.option("--leave-one-out", is_flag=True,
+              help="instead of the file's [[ablation]] entries, switch off each enabled "
+                   "component of the baseline in turn")
+@click.option("--on", "split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="evaluate on the test split (train on train+val) or on validation (train on train)")
+@click.option("--force", is_flag=True, help="retrain even runs already found in MLflow")
+@click.option("--data-dir", type=click.Path(file_okay=False), help=DATA_DIR_HELP)
+@click.option("--device", help="auto, cpu, cuda, cuda:N")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="also write ablation.md, ablation.csv and ablation.png here")
+def ablate(study_name: str, seeds: str, base: str, variants: str | None, leave_one_out: bool,
+           split: str, force: bool, data_dir: str | None, device: str | None,
+           out: str | None) -> None:
+    """Rerun fixed ablations over paired seeds and say which differences are real.
+
+    Each variant and the baseline train with the same seeds for the study's final epochs;
+    runs already in MLflow with the same resolved config are reused, so adding seeds only
+    trains the new ones.
+    """
+    from search.ablation import HEADERS, run_ablation, table_rows, write_files
+    from search.display import table
+    from search.study import load_study
+
+    spec = load_study(study_name)
+    seed_list = _seed_list(seeds)
+    names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+
+    def on_run(variant, seed, record) -> None:
+        how = "reused" if record.reused else f"trained in {record.train_seconds:.1f}s"
+        click.echo(f"{variant.name} seed {seed}: {split} accuracy {100 * record.accuracy:.2f}% ({how})")
+
+    outcome = run_ablation(spec, seeds=seed_list, base=base, variant_names=names,
+                           use_leave_one_out=leave_one_out, on=split, force=force,
+                           data_dir=data_dir, device=device, on_run=on_run)
+    click.echo(f"\nbaseline: {outcome.base_label}; {outcome.trained} run(s) trained, "
+               f"{len(outcome.records) - outcome.trained} reused")
+    click.echo(table(HEADERS, table_rows(outcome), align="lrrrrrrrlrrr"))
+    if out:
+        for path in write_files(outcome, Path(out)):
+            click.echo(f"wrote {path}")
+
+
+def _seed_list(text: str) -> list[int]:
+    text = text.strip()
+    if text.isdigit() and "," not in text:
+        if int(text) < 1:
+            raise ConfigError("expected at least 1 seed", key="--seeds", value=text)
+        return list(range(int(text)))
+    return _parse_seeds(text)
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help=STUDY_HELP)
+@click.option("--out", type=click.Path(file_okay=False), default="report", show_default=True,
+              help="folder to write report.md and its PNGs into")
+@click.option("--storage", help=STORAGE_HELP)
+def report(study_name: str, out: str, storage: str | None) -> None:
+    """Write one self-contained folder (markdown + PNG) about a study: summary, history,
+    parameter importance, parallel coordinates, the best trial's curves, the final
+    retrain's test metrics and confusion matrix, and the latest ablation table."""
+    from search.report import write_report
+    from search.study import load_study
+
+    path = write_report(load_study(study_name), Path(out), storage)
+    click.echo(f"wrote {path}")
 
 
 @main.command()

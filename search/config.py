@@ -372,7 +372,8 @@ def describe_keys() -> list[tuple[str, str, str]]:
     """(key, default, description) for every config key, for docs and ``--help``."""
     rows = []
     for key, (_, f) in FLAT_KEYS.items():
-        default = "model/preset default" if f.default is None else format_value(
+        unset = "(preset's)" if key.startswith("aug.") else "(model's)"
+        default = unset if f.default is None else format_value(
             f.default if f.default is not dataclasses.MISSING else f.default_factory())
         rows.append((key, default, f.metadata.get("doc", "")))
     return rows

@@ -103,6 +103,15 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
+class AblationSpec:
+    """One ``[[ablation]]`` variant: the config overrides that turn the baseline into it."""
+
+    name: str
+    overrides: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class RetrainSpec:
     """How the best trial is retrained on the full training split: epochs and seeds."""
 
@@ -129,7 +138,7 @@ class StudySpec:
     fixed: dict[str, Any]
     space: tuple[ParamSpec, ...]
     retrain: RetrainSpec
-    ablations: tuple[dict, ...]
+    ablations: tuple[AblationSpec, ...]
     description: str = ""
 
     def base_config(self) -> TrialConfig:
@@ -407,7 +416,8 @@ class _Parser:
         pruner_args = self.ctor_args(study, "pruner_args", PRUNERS[pruner])
 
         fixed = self.fixed(self.table(doc, "fixed", ""), dataset)
-        space = self.space(self.table(doc, "space", ""), fixed)
+        ablations = self.ablations(doc.get("ablation", []))
+        space = self.space(self.table(doc, "space", ""), fixed, allow_empty=bool(ablations))
         self.cross_check(fixed, space)
         if sampler == "grid":
             self.check_grid(space)
@@ -418,7 +428,7 @@ class _Parser:
             sampler_args=sampler_args, seed=seed, pruner=pruner, pruner_args=pruner_args,
             fixed=fixed, space=space,
             retrain=self.retrain(self.table(doc, "retrain", ""), fixed, space),
-            ablations=self.ablations(doc.get("ablation", [])), description=description)
+            ablations=ablations, description=description)
 
     def ctor_args(self, study: Mapping[str, Any], name: str, cls: type) -> dict[str, Any]:
         """Keyword arguments for ``cls``, checked against its signature (not by calling it,
@@ -472,11 +482,12 @@ class _Parser:
                 out.extend(self.flatten(value, flat, is_leaf))
         return out
 
-    def space(self, table: dict[str, Any], fixed: dict[str, Any]) -> tuple[ParamSpec, ...]:
+    def space(self, table: dict[str, Any], fixed: dict[str, Any], allow_empty: bool = False
+              ) -> tuple[ParamSpec, ...]:
         # a table with a type, or at a config key's place (type forgotten), is one parameter
         entries = self.flatten(table, is_leaf=lambda key, value: (
             not isinstance(value, dict) or "type" in value or key in FLAT_KEYS))
-        if not entries:
+        if not entries and not allow_empty:  # an ablation-only study searches nothing
             raise self.error("no parameters to search: add entries such as "
                              "\"optim.lr\" = { type = \"float\", low = 0.01, high = 0.3, "
                              "log = true }", "space")
@@ -681,11 +692,37 @@ class _Parser:
             raise self.error("seeds must be distinct", "retrain.seeds", seeds)
         return RetrainSpec(epochs, tuple(seeds))
 
-    def ablations(self, raw: Any) -> tuple[dict, ...]:
-        """``[[ablation]]`` entries, kept raw: their own module validates them."""
+    def ablations(self, raw: Any) -> tuple[AblationSpec, ...]:
+        """``[[ablation]]`` entries: a unique name and the config overrides of the variant."""
         if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
             raise self.error("expected [[ablation]] tables", "ablation")
-        return tuple(raw)
+        out: list[AblationSpec] = []
+        for i, entry in enumerate(raw):
+            where = f"ablation[{i}]"
+            self.check_keys(entry, ("name", "set", "description"), where)
+            name = entry.get("name")
+            if not isinstance(name, str) or not name or not all(
+                    c.isalnum() or c in "_-." for c in name):
+                raise self.error("expected a name of letters, digits, _ - .", f"{where}.name", name)
+            if any(a.name == name for a in out) or name == "baseline":
+                raise self.error("ablation names must be unique and not 'baseline'",
+                                 f"{where}.name", name)
+            table = entry.get("set")
+            if not isinstance(table, dict) or not table:
+                raise self.error("expected a table of config overrides, e.g. set = "
+                                 "{ \"model.attention\" = \"none\" }", f"{where}.set")
+            overrides = {}
+            for key, value in self.flatten(table, is_leaf=lambda k, v: not isinstance(v, dict)
+                                           or k in FLAT_KEYS):
+                try:
+                    overrides[key] = coerce(key, value)
+                except ConfigError as exc:
+                    raise self.rekeyed(exc, f"{where}.set.{key}", value) from None
+            description = entry.get("description", "")
+            if not isinstance(description, str):
+                raise self.error("expected a string", f"{where}.description", description)
+            out.append(AblationSpec(name, overrides, description))
+        return tuple(out)
 
 
 def _can_take(p: ParamSpec, value: Any) -> bool:

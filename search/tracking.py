@@ -23,7 +23,6 @@ from search.config import TrialConfig, format_value
 from search.errors import ConfigError
 
 RUNS_DIR = Path("mlruns")
-DEFAULT_TRACKING_URI = f"sqlite:///{RUNS_DIR}/mlflow.db"
 KIND = "cifar_search.kind"          # study | trial | final | ablation
 STUDY_TAG = "cifar_search.study"
 TRIAL_TAG = "optuna.trial_number"
@@ -32,8 +31,18 @@ REASON_TAG = "cifar_search.reason"
 
 
 def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store in ``./mlruns``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store ``./mlruns/mlflow.db``
+    (as an absolute path: MLflow caches stores by URI, so a relative one would keep
+    pointing at the first working directory's database)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(RUNS_DIR / "mlflow.db")
+
+
+def sqlite_uri(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 class Tracker:
@@ -44,11 +53,12 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
-        if not create and self.uri == DEFAULT_TRACKING_URI and not (RUNS_DIR / "mlflow.db").exists():
-            raise ConfigError("no MLflow runs yet (mlruns/mlflow.db is missing): run "
-                              "`cli.py search` first", key="study", value=study_name)
-        if self.uri == DEFAULT_TRACKING_URI:
-            RUNS_DIR.mkdir(exist_ok=True)
+        db = _sqlite_file(self.uri)
+        if db is not None:
+            if not create and not db.exists():
+                raise ConfigError(f"no MLflow runs yet ({db} is missing): run `cli.py search` "
+                                  f"first", key="study", value=study_name)
+            db.parent.mkdir(parents=True, exist_ok=True)
         self.study_name = study_name
         self.client = MlflowClient(tracking_uri=self.uri)
         try:
@@ -58,8 +68,8 @@ class Tracker:
                                   "search` first", key="study", value=study_name)
             if experiment is None:
                 artifacts = None
-                if self.uri.startswith("sqlite:"):  # keep artifacts beside the local store
-                    artifacts = (RUNS_DIR / "artifacts" / study_name).resolve().as_uri()
+                if db is not None:  # keep artifacts beside the local store
+                    artifacts = (db.parent / "artifacts" / study_name).resolve().as_uri()
                 self.experiment_id = self.client.create_experiment(study_name, artifacts)
             else:
                 self.experiment_id = experiment.experiment_id

@@ -41,6 +41,9 @@ pruner = "none"
 [retrain]
 epochs = 2
 seeds = [0]
+[[ablation]]
+name = "narrow"
+set = { "model.width" = 0.125 }
 """
 
 
@@ -101,6 +104,27 @@ def test_retrain_chosen_trial_with_seeds(searched):
     assert "seed 3: test accuracy" in proc.stdout and "seed 4: test accuracy" in proc.stdout
     bad = cli("retrain", "--study", str(searched / "tiny.toml"), "--seeds", "a,b", cwd=searched)
     assert bad.returncode == 2 and "--seeds" in bad.stderr
+
+
+def test_ablate_twice_then_report(searched):
+    args = ("ablate", "--study", str(searched / "tiny.toml"), "--seeds", "2", "--out",
+            str(searched / "abl"))
+    first = cli(*args, cwd=searched)
+    assert first.returncode == 0, first.stderr
+    assert "baseline: best trial" in first.stdout and "4 run(s) trained" in first.stdout
+    header = next(line for line in first.stdout.splitlines() if line.startswith("variant"))
+    for column in ("acc % (mean ± sd)", "diff pp", "95% CI pp", "t-test p", "Wilcoxon p",
+                   "Holm p", "verdict", "loss", "params", "train s"):
+        assert column in header
+    assert (searched / "abl" / "ablation.csv").exists()
+    again = cli(*args, cwd=searched)
+    assert again.returncode == 0 and "0 run(s) trained, 4 reused" in again.stdout
+
+    report = cli("report", "--study", str(searched / "tiny.toml"), "--out",
+                 str(searched / "report"), cwd=searched)
+    assert report.returncode == 0, report.stderr
+    md = (searched / "report" / "report.md").read_text()
+    assert "## Ablation" in md and "## Final retrain (test split)" in md
 
 
 def _free_port() -> int:

@@ -16,7 +16,7 @@ from search.errors import ConfigError
 from search.results import best_config_document
 from search.retrain import final_retrain, trial_config
 from search.study import load_study
-from search.tracking import DEFAULT_TRACKING_URI, Tracker
+from search.tracking import Tracker, sqlite_uri
 
 TINY_FIXED = """
 [fixed]
@@ -42,7 +42,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
     """A fresh working directory: ./mlruns is created there, nowhere else."""
     monkeypatch.chdir(tmp_path)
     # the tool's default store, spelled out so that mlflow's own fluent API reads it too
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(Path("mlruns/mlflow.db")))
     return tmp_path
 
 
@@ -201,12 +201,12 @@ pruner = "none"
 
 def test_test_split_never_read_during_search(tmp_path, monkeypatch, make_cifar10):
     """Scrambling the test split (labels and pixels) leaves every trial's value unchanged."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
     values = []
     for scrambled in (False, True):
         work = tmp_path / ("scrambled" if scrambled else "clean")
         data_dir = make_cifar10(work / "data", scramble_test=scrambled)
         monkeypatch.chdir(work)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(work / "mlruns" / "mlflow.db"))
         path = work / "leak.toml"
         path.write_text(LEAK)
         outcome = engine.run_search(load_study(str(path)),

@@ -9,6 +9,7 @@ import pytest
 from search.config import TrialConfig
 from search.errors import ConfigError
 from search.study import (
+    AblationSpec,
     STUDIES_DIR,
     list_studies,
     load_study,
@@ -166,7 +167,7 @@ set = { "model.attention" = "none" }
     assert isinstance(make_pruner(spec), optuna.pruners.PercentilePruner)
     assert isinstance(make_sampler(spec), optuna.samplers.RandomSampler)
     assert spec.retrain.epochs == 7 and spec.retrain.seeds == (1, 2)
-    assert spec.ablations == ({"name": "no-se", "set": {"model.attention": "none"}},)
+    assert spec.ablations == (AblationSpec("no-se", {"model.attention": "none"}),)
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
