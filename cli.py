@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -174,35 +175,53 @@ STORAGE_HELP = ("Optuna storage URL (sqlite:///..., postgresql://user:pass@host/
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="fix a config key that is not searched, e.g. --set optim.epochs=10")
 @click.option("--no-retrain", is_flag=True, help="skip the final retrain of the best trial")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="worker processes on this machine sharing the study")
+@click.option("--gpus", help="comma-separated GPU ids: --trials-per-gpu workers pinned to each "
+                             "through CUDA_VISIBLE_DEVICES (replaces --workers)")
+@click.option("--trials-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+              help="concurrent trials on each GPU of --gpus")
+@click.option("--max-failures", type=click.IntRange(min=1), default=5, show_default=True,
+              help="stop the study after this many failed trials in a row")
 def search(study_name: str, n_trials: int | None, timeout: float | None, data_dir: str | None,
            device: str | None, storage: str | None, assignments: tuple[str, ...],
-           no_retrain: bool) -> None:
+           no_retrain: bool, workers: int, gpus: str | None, trials_per_gpu: int,
+           max_failures: int) -> None:
     """Run (or continue) a study: Optuna samples configs, prunes on validation accuracy,
     logs every trial to MLflow, then retrains the best trial and tests it once.
 
     Rerunning the same command continues the study up to its n_trials (COMPLETE +
-    PRUNED trials count); finished trials are never redone.
+    PRUNED trials count); finished trials are never redone; a trial whose worker was
+    killed is marked FAIL and its parameters are run again once. Ctrl-C marks the
+    running trial FAIL (interrupted) and exits with code 130.
     """
     from search import engine
     from search.config import parse_assignments
     from search.display import pct
     from search.storage import storage_label
     from search.study import load_study
+    from search.workers import WORKER_ENV
 
     spec = load_study(study_name)
     options = engine.SearchOptions(n_trials=n_trials, timeout=timeout, data_dir=data_dir,
                                    device=device, storage=storage,
-                                   overrides=parse_assignments(assignments))
+                                   overrides=parse_assignments(assignments),
+                                   max_consecutive_failures=max_failures)
     target = n_trials or spec.n_trials
-    click.echo(f"study {spec.name}: {spec.dataset}, {spec.sampler} sampler, {spec.pruner} pruner, "
-               f"target {target} trials; storage {storage_label(spec.name, storage)}")
+    if workers > 1 or gpus:
+        _run_workers(spec, options, workers, gpus, trials_per_gpu, no_retrain)
+        return
+    prefix = f"[worker {os.environ[WORKER_ENV]}] " if WORKER_ENV in os.environ else ""
+    click.echo(f"{prefix}study {spec.name}: {spec.dataset}, {spec.sampler} sampler, "
+               f"{spec.pruner} pruner, target {target} trials; storage "
+               f"{storage_label(spec.name, storage)}")
 
     def fmt(metric: str, value: float | None) -> str:
         return "-" if value is None else (pct(value) if metric != "val_loss" else f"{value:.4f}")
 
     def on_epoch(e: engine.EpochEvent) -> None:
         fold = f" fold {e.fold + 1}/{e.folds}" if e.folds > 1 else ""
-        click.echo(f"  trial {e.trial}{fold} epoch {e.stats.epoch}/{e.epochs}  "
+        click.echo(f"{prefix}  trial {e.trial}{fold} epoch {e.stats.epoch}/{e.epochs}  "
                    f"loss {e.stats.train_loss:.4f}  {e.metric} {fmt(e.metric, getattr(e.stats, e.metric))}"
                    f"  best {fmt(e.metric, e.best)}  {e.stats.seconds:.1f}s")
 
@@ -210,17 +229,68 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
         c = e.counts
         what = {"COMPLETE": f"complete, {spec.metric} {fmt(spec.metric, e.value)}",
                 "PRUNED": "pruned", "FAIL": f"FAILED ({e.reason})"}.get(e.state, e.state)
-        click.echo(f"trial {e.trial} {what}   best {fmt(spec.metric, e.best)}   "
+        click.echo(f"{prefix}trial {e.trial} {what}   best {fmt(spec.metric, e.best)}   "
                    f"[{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed]")
 
-    outcome = engine.run_search(spec, options, on_epoch, on_trial)
+    _exit_130_on_signals()
+    try:
+        outcome = engine.run_search(spec, options, on_epoch, on_trial)
+    except KeyboardInterrupt:
+        click.echo(f"{prefix}interrupted: the running trial is marked FAIL (interrupted); "
+                   f"rerun the same command to continue", err=True)
+        sys.exit(130)
     if outcome.ran == 0:
-        click.echo(f"nothing to do: the study already has {target} finished trials "
+        click.echo(f"{prefix}nothing to do: the study has its {outcome.target} finished trials "
                    f"(raise --n-trials to run more)")
+    if prefix:
+        return
     click.echo(_study_summary(spec, outcome.study))
     if not no_retrain:
         _retrain_and_print(spec, outcome.study, outcome.parent_run_id, None, None, data_dir,
                            device)
+
+
+def _exit_130_on_signals() -> None:
+    """SIGTERM (a scheduler preempting the job) is handled like Ctrl-C."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _run_workers(spec, options, workers: int, gpus: str | None, trials_per_gpu: int,
+                 no_retrain: bool) -> None:
+    from search import engine
+    from search.config import format_value
+    from search.tracking import Tracker
+    from search.workers import run_workers, worker_envs
+
+    gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    argv = [sys.executable, str(Path(__file__).resolve()), "search", "--study", str(spec.path),
+            "--no-retrain", "--max-failures", str(options.max_consecutive_failures)]
+    for flag, value in (("--n-trials", options.n_trials), ("--timeout", options.timeout),
+                        ("--data-dir", options.data_dir), ("--storage", options.storage),
+                        ("--device", "cuda" if gpu_ids else options.device)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for key, value in options.overrides.items():
+        argv += ["--set", f"{key}={format_value(value)}"]
+    envs = worker_envs(workers, gpu_ids, trials_per_gpu)
+    click.echo(f"starting {len(envs)} workers on study {spec.name}"
+               + (f" (GPUs {', '.join(gpu_ids)}, {trials_per_gpu} per GPU)" if gpu_ids else ""))
+    codes = run_workers(argv, envs)
+    if 130 in codes:
+        sys.exit(130)
+    if any(codes):
+        click.echo(f"error: worker exit codes {codes}", err=True)
+        sys.exit(max(codes))
+    study = engine.open_study(spec, options.storage, create=False)
+    click.echo(_study_summary(spec, study))
+    if not no_retrain:
+        parent = Tracker(spec.name).study_run({})
+        _retrain_and_print(spec, study, parent, None, None, options.data_dir, options.device)
 
 
 @main.command()

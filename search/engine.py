@@ -8,23 +8,29 @@ With a holdout (the default) there is only fold 0.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import importlib.metadata
 import platform
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from search import run as run_mod
+from search.claims import ClaimLock, Heartbeat, fail_lost_trials
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
 from search.space import suggest
-from search.storage import finished_count, open_storage, state_counts, storage_label
+from search.storage import journal_path, open_storage, state_counts, storage_label
 from search.study import StudySpec, make_pruner, make_sampler
 from search.tracking import STATE_TAG, TRIAL_TAG, Tracker
 from search.train import EpochStats, NonFiniteLossError
@@ -150,92 +156,138 @@ def run_search(spec: StudySpec, options: SearchOptions,
     parent_id = tracker.study_run(tags)
     metric = spec.metric
 
+    journal = not isinstance(study._storage, optuna.storages.RDBStorage)
+    claim = ClaimLock(study, claim_lock_path(spec.name, options.storage))
+
     def objective(trial: optuna.Trial) -> float:
-        cfg = suggest(spec, trial)
-        trial.set_user_attr("config", {k: format_value(v) for k, v in cfg.to_flat().items()})
+        claim.release()  # the trial exists now: other workers may claim theirs
+        beat = Heartbeat(study, trial._trial_id) if journal else contextlib.nullcontext()
+        with beat:
+            return run_trial(trial)
+
+    def run_trial(trial: optuna.Trial) -> float:
         run_id = tracker.start_child(parent_id, "trial", f"trial-{trial.number}",
-                                     {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}, cfg)
+                                     {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"})
         trial.set_user_attr("mlflow_run_id", run_id)
-        n_folds = max(1, cfg.data.kfold)
-        current = {"fold": 0}
-
-        def report(fold: int, stats: EpochStats) -> None:
-            current["fold"] = fold
-            step = fold * cfg.optim.epochs + stats.epoch
-            tracker.log_metrics(run_id, {f"fold{fold}.{k}" if n_folds > 1 else k: v
-                                         for k, v in stats.metrics().items()}, step=step)
-            on_epoch(EpochEvent(trial.number, fold, n_folds, stats, cfg.optim.epochs, metric,
-                                best_value(study)))
-            if fold == 0:
-                trial.report(getattr(stats, metric), stats.epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {stats.epoch}: {metric} "
-                                             f"{getattr(stats, metric):.4f}")
-
+        cfg = None
         try:
-            result = run_mod.validate(cfg, dataset, report)
+            cfg = suggest(spec, trial)
+            trial.set_user_attr("config", {k: format_value(v) for k, v in cfg.to_flat().items()})
+            tracker.log_params(run_id, cfg)
+            result = run_mod.validate(cfg, dataset, _reporter(trial, cfg, run_id))
         except optuna.TrialPruned as exc:
             tracker.end(run_id, "KILLED", str(exc), {STATE_TAG: "PRUNED"})
             raise
         except BaseException as exc:
             reason = _failure_reason(exc, cfg)
             trial.set_user_attr("fail_reason", reason)
-            if not isinstance(exc, (NonFiniteLossError, ConfigError)):
+            if not isinstance(exc, (NonFiniteLossError, ConfigError, KeyboardInterrupt,
+                                    torch.OutOfMemoryError)):
                 tracker.log_text(run_id, traceback.format_exc(), "traceback.txt")
             tracker.end(run_id, "FAILED", reason, {STATE_TAG: "FAIL"})
+            if isinstance(exc, torch.OutOfMemoryError):
+                _release_memory()
             raise
         values = [_metric_of(r.final, metric) for r in result.folds]
         value = float(np.mean(values))
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         trial.set_user_attr("fold_values", values)
-        trial.set_user_attr("value_std", float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+        trial.set_user_attr("value_std", std)
         trial.set_user_attr("n_params", result.folds[0].n_params)
-        tracker.log_metrics(run_id, {"objective": value, "objective_std":
-                                     trial.user_attrs["value_std"], "n_params":
-                                     result.folds[0].n_params,
+        tracker.log_metrics(run_id, {"objective": value, "objective_std": std,
+                                     "n_params": result.folds[0].n_params,
                                      "train_seconds": sum(r.train_seconds for r in result.folds)})
         tracker.end(run_id, "FINISHED", None, {STATE_TAG: "COMPLETE"})
         return value
+
+    def _reporter(trial: optuna.Trial, cfg: TrialConfig, run_id: str):
+        n_folds = max(1, cfg.data.kfold)
+
+        def report(fold: int, stats: EpochStats) -> None:
+            step = fold * cfg.optim.epochs + stats.epoch
+            tracker.log_metrics(run_id, {f"fold{fold}.{k}" if n_folds > 1 else k: v
+                                         for k, v in stats.metrics().items()}, step=step)
+            on_epoch(EpochEvent(trial.number, fold, n_folds, stats, cfg.optim.epochs, metric,
+                                best_value(study)))
+            if fold == 0:  # pruning sees fold 0's learning curve only (module docstring)
+                trial.report(getattr(stats, metric), stats.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {stats.epoch}: {metric} "
+                                             f"{getattr(stats, metric):.4f}")
+        return report
 
     consecutive_failures = 0
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal consecutive_failures
-        reason = trial.user_attrs.get("fail_reason")
-        on_trial(TrialEvent(trial.number, trial.state.name, trial.value, reason,
-                            best_value(study), state_counts(study), dict(trial.params)))
+        on_trial(TrialEvent(trial.number, trial.state.name, trial.value,
+                            trial.user_attrs.get("fail_reason"), best_value(study),
+                            state_counts(study), dict(trial.params)))
         consecutive_failures = consecutive_failures + 1 if trial.state == TrialState.FAIL else 0
-        if finished_count(study) >= target:
-            study.stop()
-        elif consecutive_failures >= options.max_consecutive_failures:
-            study.stop()
-            raise_after["error"] = ConfigError(
-                f"{consecutive_failures} trials failed in a row (last: {reason}); stopping "
-                f"instead of burning the budget; see the failed runs in MLflow",
-                key="study", value=spec.name)
 
-    raise_after: dict[str, ConfigError] = {}
-
+    if spec.sampler == "grid":  # the grid sampler repeats points once the grid is exhausted
+        target = min(target, spec.space_size() or target)
+    deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
-    if finished_count(study) < target:
-        before = len(study.trials)
-        # No n_trials here: failed trials don't count toward the target, so the callback
-        # stops the study once enough trials (of every worker) are COMPLETE or PRUNED.
-        study.optimize(objective, timeout=timeout, callbacks=[after_trial],
-                       catch=(Exception,), gc_after_trial=False)
-        ran = len(study.trials) - before
-    write_study_plots(study, tracker, parent_id)
-    if "error" in raise_after:
-        raise raise_after["error"]
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            with claim:  # count + create the next trial atomically across workers
+                for number, reason in fail_lost_trials(study) if journal else []:
+                    on_trial(TrialEvent(number, "FAIL", None, reason, best_value(study),
+                                        state_counts(study), {}))
+                close_orphan_runs(study, tracker)
+                counts = state_counts(study)
+                if counts["complete"] + counts["pruned"] + counts["running"] >= target:
+                    break
+                study.optimize(objective, n_trials=1, callbacks=[after_trial],
+                               catch=(Exception,), gc_after_trial=False)
+            ran += 1
+            if consecutive_failures >= options.max_consecutive_failures:
+                last = study.trials[-1].user_attrs.get("fail_reason")
+                raise ConfigError(f"{consecutive_failures} trials failed in a row (last: "
+                                  f"{last}); stopping instead of burning the budget; see the "
+                                  f"failed runs in MLflow", key="study", value=spec.name)
+    finally:
+        write_study_plots(study, tracker, parent_id)
     return SearchOutcome(study, parent_id, target, ran)
+
+
+def claim_lock_path(study_name: str, storage_url: str | None) -> Path | None:
+    """The lock file beside a journal or SQLite storage (None for server databases)."""
+    if storage_url is None:
+        return journal_path(study_name).with_suffix(".lock")
+    if storage_url.startswith("sqlite:///"):
+        return Path(storage_url[len("sqlite:///"):] + f".{study_name}.lock")
+    return None
+
+
+def close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
+    """MLflow runs still RUNNING for trials that are no longer running (a killed worker's,
+    failed by the heartbeat check) end FAILED with the trial's reason."""
+    states = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for run in tracker.find_runs("trial", "attributes.status = 'RUNNING'"):
+        trial = states.get(int(run.data.tags.get(TRIAL_TAG, -1)))
+        if trial is not None and trial.state == TrialState.FAIL:
+            reason = trial.user_attrs.get("fail_reason") or "worker lost (stale heartbeat)"
+            tracker.end(run.info.run_id, "FAILED", reason, {STATE_TAG: "FAIL"})
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _metric_of(report, metric: str) -> float:
     return {"val_acc": report.accuracy, "val_loss": report.loss, "val_top5": report.top5}[metric]
 
 
-def _failure_reason(exc: BaseException, cfg: TrialConfig) -> str:
+def _failure_reason(exc: BaseException, cfg: TrialConfig | None) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(exc, torch.OutOfMemoryError):
+        what = f" (batch {cfg.optim.batch_size}, model {cfg.model.name})" if cfg else ""
+        return f"out of memory{what}"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"
 

@@ -40,7 +40,11 @@ def open_storage(study_name: str, url: str | None, *, create: bool = True) -> Ba
 
         return JournalStorage(JournalFileBackend(str(path)))
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        # Optuna's heartbeat marks a dead worker's trial FAIL and the callback enqueues
+        # its parameters once more (the journal storage gets the same from search.claims).
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=60, grace_period=180,
+            failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
     except Exception as exc:  # driver missing, server down, bad URL: one clear line
         raise ConfigError(f"cannot open Optuna storage: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}",

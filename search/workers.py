@@ -1,0 +1,41 @@
+"""Several worker processes on one machine, sharing one study's storage.
+
+Each worker is a plain ``cli.py search`` process (with ``--no-retrain``): they cooperate
+through the storage and its claim lock (``search.claims``), exactly as independent
+commands started by hand, on this machine or others, do. With GPUs, each worker is pinned
+to one through ``CUDA_VISIBLE_DEVICES``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+
+WORKER_ENV = "CIFAR_SEARCH_WORKER"   # the worker's index, used to prefix its output
+
+
+def worker_envs(workers: int, gpus: Sequence[str] | None, trials_per_gpu: int) -> list[dict]:
+    """One environment per worker: ``trials_per_gpu`` workers per listed GPU, or
+    ``workers`` CPU/auto workers when no GPUs are listed."""
+    slots = [g for g in gpus for _ in range(trials_per_gpu)] if gpus else [None] * workers
+    envs = []
+    for index, gpu in enumerate(slots):
+        env = {**os.environ, WORKER_ENV: str(index)}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        envs.append(env)
+    return envs
+
+
+def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
+    """Start one process per environment, wait for all; Ctrl-C / SIGTERM is passed on to
+    every worker (each ends its trial as FAIL "interrupted" and exits 130)."""
+    procs = [subprocess.Popen(list(argv), env=env) for env in envs]
+    try:
+        return [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        return [p.wait() for p in procs]
