@@ -183,10 +183,13 @@ STORAGE_HELP = ("Optuna storage URL (sqlite:///..., postgresql://user:pass@host/
               help="concurrent trials on each GPU of --gpus")
 @click.option("--max-failures", type=click.IntRange(min=1), default=5, show_default=True,
               help="stop the study after this many failed trials in a row")
+@click.option("--heartbeat", type=click.FloatRange(min=1), default=20, show_default=True,
+              help="seconds between a running trial's heartbeats; a trial silent for 3 of "
+                   "them (or whose process is gone, on this host) is marked FAIL and retried once")
 def search(study_name: str, n_trials: int | None, timeout: float | None, data_dir: str | None,
            device: str | None, storage: str | None, assignments: tuple[str, ...],
            no_retrain: bool, workers: int, gpus: str | None, trials_per_gpu: int,
-           max_failures: int) -> None:
+           max_failures: int, heartbeat: float) -> None:
     """Run (or continue) a study: Optuna samples configs, prunes on validation accuracy,
     logs every trial to MLflow, then retrains the best trial and tests it once.
 
@@ -206,7 +209,7 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
     options = engine.SearchOptions(n_trials=n_trials, timeout=timeout, data_dir=data_dir,
                                    device=device, storage=storage,
                                    overrides=parse_assignments(assignments),
-                                   max_consecutive_failures=max_failures)
+                                   max_consecutive_failures=max_failures, heartbeat=heartbeat)
     target = n_trials or spec.n_trials
     if workers > 1 or gpus:
         _run_workers(spec, options, workers, gpus, trials_per_gpu, no_retrain)
@@ -269,7 +272,8 @@ def _run_workers(spec, options, workers: int, gpus: str | None, trials_per_gpu: 
 
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     argv = [sys.executable, str(Path(__file__).resolve()), "search", "--study", str(spec.path),
-            "--no-retrain", "--max-failures", str(options.max_consecutive_failures)]
+            "--no-retrain", "--max-failures", str(options.max_consecutive_failures),
+            "--heartbeat", str(options.heartbeat)]
     for flag, value in (("--n-trials", options.n_trials), ("--timeout", options.timeout),
                         ("--data-dir", options.data_dir), ("--storage", options.storage),
                         ("--device", "cuda" if gpu_ids else options.device)):

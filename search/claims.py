@@ -5,27 +5,49 @@
   journal or SQLite storage, a PostgreSQL advisory lock for a shared server.
 - Journal storages have no Optuna heartbeat, so each running trial records its worker
   (host, pid) and a heartbeat timestamp; a RUNNING trial whose process is gone (same
-  host) or whose heartbeat is older than ``GRACE_S`` is marked FAIL ("worker lost") and
+  host) or whose last heartbeat is ``GRACE_BEATS`` intervals old is marked FAIL ("worker lost") and
   its parameters are enqueued once more. RDB storages use Optuna's own heartbeat with
   ``RetryHeartbeatStaleTrialCallback`` instead (see ``search.storage``).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import socket
 import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-HEARTBEAT_S = 10.0     # how often a running trial's worker says it is alive
-GRACE_S = 120.0        # silence after which a running trial counts as lost
+HEARTBEAT_S = 20.0     # default: how often a running trial's worker says it is alive
+GRACE_BEATS = 3        # missed heartbeats after which a running trial counts as lost
 HOST = socket.gethostname()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def rdb_storage(study: optuna.Study) -> RDBStorage | None:
+    """The study's RDBStorage (Optuna wraps it in a cache), or None for other storages."""
+    storage = study._storage
+    storage = getattr(storage, "_backend", storage)
+    return storage if isinstance(storage, RDBStorage) else None
 
 
 class ClaimLock:
@@ -38,8 +60,8 @@ class ClaimLock:
         self._pg = None
 
     def acquire(self) -> None:
-        storage = self.study._storage
-        if isinstance(storage, RDBStorage) and storage.engine.dialect.name == "postgresql":
+        storage = rdb_storage(self.study)
+        if storage is not None and storage.engine.dialect.name == "postgresql":
             from sqlalchemy import text
 
             key = int.from_bytes(hashlib.sha256(self.study.study_name.encode()).digest()[:8],
@@ -74,18 +96,21 @@ class ClaimLock:
 
 
 class Heartbeat:
-    """Records the worker of a running trial and refreshes its heartbeat in a thread."""
+    """Records the worker (host, pid) of a running trial and, where Optuna has no
+    heartbeat of its own (``beat=False`` for RDB storages), refreshes one in a thread."""
 
-    def __init__(self, study: optuna.Study, trial_id: int, interval: float = HEARTBEAT_S) -> None:
-        self.study, self.trial_id, self.interval = study, trial_id, interval
+    def __init__(self, study: optuna.Study, trial_id: int, interval: float = HEARTBEAT_S,
+                 beat: bool = True) -> None:
+        self.study, self.trial_id, self.interval, self.beat = study, trial_id, interval, beat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Heartbeat:
         storage = self.study._storage
         storage.set_trial_system_attr(self.trial_id, "worker", {"host": HOST, "pid": os.getpid()})
-        storage.set_trial_system_attr(self.trial_id, "heartbeat", time.time())
-        self._thread.start()
+        if self.beat:
+            storage.set_trial_system_attr(self.trial_id, "heartbeat", time.time())
+            self._thread.start()
         return self
 
     def _run(self) -> None:
@@ -97,7 +122,8 @@ class Heartbeat:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.interval)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval)
 
 
 def _alive(pid: int) -> bool:
@@ -110,7 +136,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def lost_reason(trial: optuna.trial.FrozenTrial, now: float, grace: float = GRACE_S) -> str | None:
+def lost_reason(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> str | None:
     """Why a RUNNING trial's worker counts as lost, or None while it looks alive."""
     worker = trial.system_attrs.get("worker")
     beat = trial.system_attrs.get("heartbeat")
@@ -124,7 +150,7 @@ def lost_reason(trial: optuna.trial.FrozenTrial, now: float, grace: float = GRAC
     return None
 
 
-def fail_lost_trials(study: optuna.Study, grace: float = GRACE_S) -> list[tuple[int, str]]:
+def fail_lost_trials(study: optuna.Study, grace: float) -> list[tuple[int, str]]:
     """Mark lost RUNNING trials FAIL and enqueue each one's parameters once more (not a
     retry of a retry). Returns ``[(trial number, reason), ...]``."""
     failed = []
@@ -143,3 +169,22 @@ def fail_lost_trials(study: optuna.Study, grace: float = GRACE_S) -> list[tuple[
         if "retry_of" not in trial.user_attrs:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return failed
+
+
+def fail_stale_rdb_trials(study: optuna.Study) -> list[tuple[int, str]]:
+    """Optuna's own stale-trial check for RDB storages (its heartbeat); the storage's
+    ``RetryHeartbeatStaleTrialCallback`` enqueues each failed trial's parameters again."""
+    running = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    lost = []
+    for trial_id, trial in running.items():
+        if study._storage.get_trial(trial_id).state == TrialState.FAIL:
+            worker = trial.system_attrs.get("worker")
+            where = f" ({worker['host']}:{worker['pid']})" if worker else ""
+            # Optuna has already finished the trial, so the reason lives in MLflow only
+            lost.append((trial.number, f"worker lost{where}: stale heartbeat"))
+    return lost

@@ -8,7 +8,6 @@ With a holdout (the default) there is only fold 0.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import importlib.metadata
@@ -26,7 +25,8 @@ import torch
 from optuna.trial import TrialState
 
 from search import run as run_mod
-from search.claims import ClaimLock, Heartbeat, fail_lost_trials
+from search.claims import (GRACE_BEATS, HEARTBEAT_S, ClaimLock, Heartbeat, fail_lost_trials,
+                           fail_stale_rdb_trials, rdb_storage)
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
 from search.space import suggest
@@ -49,6 +49,7 @@ class SearchOptions:
     storage: str | None = None       # RDB URL; None = journal file under mlruns/
     overrides: Mapping[str, Any] = field(default_factory=dict)  # --set, fixed keys only
     max_consecutive_failures: int = 5
+    heartbeat: float = HEARTBEAT_S   # seconds between a running trial's heartbeats
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def open_study(spec: StudySpec, storage_url: str | None, *, create: bool = True) -> optuna.Study:
-    storage = open_storage(spec.name, storage_url, create=create)
+def open_study(spec: StudySpec, storage_url: str | None, *, create: bool = True,
+               heartbeat: float = HEARTBEAT_S) -> optuna.Study:
+    storage = open_storage(spec.name, storage_url, create=create, heartbeat=heartbeat)
     if not create:
         try:
             return optuna.load_study(study_name=spec.name, storage=storage,
@@ -147,8 +149,8 @@ def run_search(spec: StudySpec, options: SearchOptions,
     timeout = options.timeout if options.timeout is not None else spec.timeout
     dataset = run_mod.load_dataset(spec.base_config(), options.data_dir)
 
+    study = open_study(spec, options.storage, heartbeat=options.heartbeat)
     tracker = Tracker(spec.name)
-    study = open_study(spec, options.storage)
     tags = study_tags(spec, options.storage)
     for key, value in tags.items():
         if study.user_attrs.get(key) != value:
@@ -156,13 +158,12 @@ def run_search(spec: StudySpec, options: SearchOptions,
     parent_id = tracker.study_run(tags)
     metric = spec.metric
 
-    journal = not isinstance(study._storage, optuna.storages.RDBStorage)
+    journal = rdb_storage(study) is None  # no Optuna heartbeat: ours (search.claims)
     claim = ClaimLock(study, claim_lock_path(spec.name, options.storage))
 
     def objective(trial: optuna.Trial) -> float:
         claim.release()  # the trial exists now: other workers may claim theirs
-        beat = Heartbeat(study, trial._trial_id) if journal else contextlib.nullcontext()
-        with beat:
+        with Heartbeat(study, trial._trial_id, options.heartbeat, beat=journal):
             return run_trial(trial)
 
     def run_trial(trial: optuna.Trial) -> float:
@@ -232,7 +233,9 @@ def run_search(spec: StudySpec, options: SearchOptions,
     try:
         while deadline is None or time.monotonic() < deadline:
             with claim:  # count + create the next trial atomically across workers
-                for number, reason in fail_lost_trials(study) if journal else []:
+                lost = (fail_lost_trials(study, options.heartbeat * GRACE_BEATS) if journal
+                        else fail_stale_rdb_trials(study))
+                for number, reason in lost:
                     on_trial(TrialEvent(number, "FAIL", None, reason, best_value(study),
                                         state_counts(study), {}))
                 close_orphan_runs(study, tracker)

@@ -5,10 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from search.config import TrialConfig
 from search.errors import ConfigError
 from search.study import StudySpec, list_studies, load_study
-from search.tracking import KIND, STUDY_TAG, TRIAL_TAG, Tracker, config_of
+from search.tracking import TRIAL_TAG, Tracker, config_of
 
 
 def best_config_document(spec: StudySpec, fmt: str = "toml") -> str:

@@ -3,12 +3,14 @@ processes on one machine can share it; SQLite locks under concurrent writers), o
 RDB URL (``sqlite:///...``, ``postgresql://...``) given with ``--storage``."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from search.claims import GRACE_BEATS, HEARTBEAT_S
 from search.errors import ConfigError
 from search.tracking import RUNS_DIR, mask_credentials
 
@@ -24,7 +26,8 @@ def storage_label(study_name: str, url: str | None) -> str:
     return mask_credentials(url) if url else str(journal_path(study_name))
 
 
-def open_storage(study_name: str, url: str | None, *, create: bool = True) -> BaseStorage:
+def open_storage(study_name: str, url: str | None, *, create: bool = True,
+                 heartbeat: float = HEARTBEAT_S) -> BaseStorage:
     """The journal file for ``study_name``, or the RDB at ``url``.
 
     With ``create=False`` a missing journal file is an error instead of a new file (for
@@ -42,12 +45,18 @@ def open_storage(study_name: str, url: str | None, *, create: bool = True) -> Ba
     try:
         # Optuna's heartbeat marks a dead worker's trial FAIL and the callback enqueues
         # its parameters once more (the journal storage gets the same from search.claims).
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=60, grace_period=180,
-            failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+        with warnings.catch_warnings():  # both are marked experimental; we rely on them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=max(1, round(heartbeat)),
+                grace_period=max(1, round(heartbeat * GRACE_BEATS)),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
     except Exception as exc:  # driver missing, server down, bad URL: one clear line
+        hint = ""
+        if isinstance(exc, ImportError) and url.startswith("postgresql"):
+            hint = " (install the driver: pip install -e '.[postgres]')"
         raise ConfigError(f"cannot open Optuna storage: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}",
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}",
                           key="--storage", value=mask_credentials(url)) from None
 
 

@@ -13,12 +13,14 @@ API, so no global "active run" state leaks between trials.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from search.claims import file_lock
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
 
@@ -53,6 +55,9 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
+        # MLflow retries an unreachable server for minutes by default; fail within ~a minute.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         db = _sqlite_file(self.uri)
         if db is not None:
             if not create and not db.exists():
@@ -60,7 +65,18 @@ class Tracker:
                                   f"first", key="study", value=study_name)
             db.parent.mkdir(parents=True, exist_ok=True)
         self.study_name = study_name
-        self.client = MlflowClient(tracking_uri=self.uri)
+        # Workers starting together on a new SQLite store would race to create its tables,
+        # the experiment and the study's parent run: serialise that with a file lock.
+        self._lock_file = None if db is None else db.with_name(db.name + ".lock")
+        with self._locked():
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(mlflow, create, db)
+
+    def _locked(self):
+        return contextlib.nullcontext() if self._lock_file is None else file_lock(self._lock_file)
+
+    def _experiment(self, mlflow, create: bool, db: Path | None) -> str:
+        study_name = self.study_name
         try:
             experiment = self.client.get_experiment_by_name(study_name)
             if experiment is None and not create:
@@ -70,9 +86,8 @@ class Tracker:
                 artifacts = None
                 if db is not None:  # keep artifacts beside the local store
                     artifacts = (db.parent / "artifacts" / study_name).resolve().as_uri()
-                self.experiment_id = self.client.create_experiment(study_name, artifacts)
-            else:
-                self.experiment_id = experiment.experiment_id
+                return self.client.create_experiment(study_name, artifacts)
+            return experiment.experiment_id
         except mlflow.exceptions.MlflowException as exc:
             raise ConfigError(f"MLflow tracking store unreachable: {str(exc).splitlines()[0]}",
                               key="MLFLOW_TRACKING_URI", value=mask_credentials(self.uri)) from None
@@ -86,14 +101,15 @@ class Tracker:
 
     def study_run(self, tags: Mapping[str, str]) -> str:
         """The study's parent run id, created on first use and reused on resume."""
-        runs = self.find_runs("study", order_by=["attributes.start_time ASC"])
-        if runs:
-            run_id = runs[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run_id = self.client.create_run(self.experiment_id, run_name=self.study_name,
-                                            tags={KIND: "study", STUDY_TAG: self.study_name}
-                                            ).info.run_id
+        with self._locked():
+            runs = self.find_runs("study", order_by=["attributes.start_time ASC"])
+            if runs:
+                run_id = runs[0].info.run_id
+                self.client.update_run(run_id, status="RUNNING")
+            else:
+                run_id = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                                tags={KIND: "study", STUDY_TAG: self.study_name}
+                                                ).info.run_id
         self.set_tags(run_id, tags)
         return run_id
 

@@ -214,3 +214,76 @@ def test_test_split_never_read_during_search(tmp_path, monkeypatch, make_cifar10
         values.append([t.value for t in outcome.study.trials])
     assert len(values[0]) == 3 and None not in values[0]
     assert values[0] == values[1]
+
+
+OOM = """
+[study]
+dataset = "synthetic"
+n_trials = 1
+sampler = "random"
+pruner = "none"
+[space]
+"model.name" = { type = "categorical", choices = ["oom_net", "broken_net", "improved_cnn"] }
+"""
+
+
+NO_MODEL = TINY_FIXED.replace('"model.name" = "improved_cnn"\n', "")
+
+
+@pytest.fixture
+def faulty_models():
+    """Registered models whose forward pass fails: ``oom_net`` runs out of (simulated)
+    CUDA memory, ``broken_net`` raises an ordinary bug."""
+    import torch
+
+    import cifar_models
+    from cifar_models import registry
+
+    def failing(error: Exception, num_classes: int) -> torch.nn.Module:
+        class Failing(torch.nn.Linear):
+            def forward(self, x):
+                raise error
+        return Failing(3 * 32 * 32, num_classes)
+
+    @cifar_models.register_model("test")
+    def oom_net(num_classes: int, *, width: float = 1.0) -> torch.nn.Module:
+        return failing(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+                       num_classes)
+
+    @cifar_models.register_model("test")
+    def broken_net(num_classes: int, *, width: float = 1.0) -> torch.nn.Module:
+        return failing(RuntimeError("boom in forward"), num_classes)
+
+    yield
+    registry._REGISTRY.pop("oom_net")
+    registry._REGISTRY.pop("broken_net")
+
+
+def test_out_of_memory_fails_the_trial_with_batch_and_model(workdir, faulty_models):
+    spec = load_study(str(write_study(workdir, "oom", OOM, NO_MODEL)))
+    study = engine.open_study(spec, None)
+    study.enqueue_trial({"model.name": "oom_net"})
+    study.enqueue_trial({"model.name": "improved_cnn"})
+    outcome = engine.run_search(spec, engine.SearchOptions())
+    first, second = outcome.study.trials
+    assert first.state.name == "FAIL" and second.state.name == "COMPLETE"
+    assert first.user_attrs["fail_reason"] == "out of memory (batch 32, model oom_net)"
+    run = mlflow.get_run(first.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["cifar_search.reason"] == "out of memory (batch 32, model oom_net)"
+
+
+def test_unexpected_error_saves_its_traceback_and_the_study_goes_on(workdir, faulty_models):
+    spec = load_study(str(write_study(workdir, "boom", OOM, NO_MODEL)))
+    study = engine.open_study(spec, None)
+    study.enqueue_trial({"model.name": "broken_net"})
+    study.enqueue_trial({"model.name": "improved_cnn"})
+    outcome = engine.run_search(spec, engine.SearchOptions())
+    first, second = outcome.study.trials
+    assert first.state.name == "FAIL" and second.state.name == "COMPLETE"
+    assert first.user_attrs["fail_reason"] == "RuntimeError: boom in forward"
+    client = mlflow.MlflowClient()
+    names = [a.path for a in client.list_artifacts(first.user_attrs["mlflow_run_id"])]
+    assert names == ["traceback.txt"]
+    text = client.download_artifacts(first.user_attrs["mlflow_run_id"], "traceback.txt", str(workdir))
+    assert "boom in forward" in Path(text).read_text()

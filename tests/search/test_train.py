@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import f1_score
 
 from search import data

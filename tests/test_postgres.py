@@ -1,0 +1,101 @@
+"""Many machines' recipe on one: a real PostgreSQL server on loopback as the Optuna
+storage, three worker processes, one killed mid-trial (SIGKILL)."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from resilience_helpers import ROOT, STUDY, env_for, finished, mlflow_trial_runs
+
+
+def _pg_bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # initdb refuses to run as root: run the server as Debian's postgres user then
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found (.ci/run installs Debian's "
+                    "postgresql package; install it with apt-get install postgresql)")
+    data = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    os.chmod(data, 0o755)
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust",
+                                 "-U", "postgres"]), check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l",
+                                 str(data / "log"), "-w", "-o",
+                                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres:pw@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m",
+                                     "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
+    (tmp_path / "res.toml").write_text(STUDY.replace("EPOCHS", "20").replace(
+        "n_trials = 3", "n_trials = 6"))
+    args = [sys.executable, str(ROOT / "cli.py"), "search", "--study", str(tmp_path / "res.toml"),
+            "--storage", postgres_url, "--no-retrain", "--heartbeat", "1"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    victim = procs[0]
+    deadline, killed = time.time() + 180, None
+    while killed is None and time.time() < deadline:
+        try:
+            study = optuna.load_study(study_name="res", storage=postgres_url)
+            mine = [t for t in study.trials if t.state == TrialState.RUNNING
+                    and t.intermediate_values
+                    and t.system_attrs.get("worker", {}).get("pid") == victim.pid]
+            if mine:
+                killed = mine[0].number
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    assert killed is not None, "the victim never ran a trial"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    for p in procs[1:]:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="res", storage=postgres_url)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert len(finished(study)) == 6
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert study.trials[killed].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].params == study.trials[killed].params
+    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    runs = mlflow_trial_runs(tmp_path)
+    assert [r.info.status for r in runs[killed]] == ["FAILED"]
+    assert sorted(runs) == numbers
