@@ -156,6 +156,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     parent_id = tracker.study_run(tags)
+    tracker.client.update_run(parent_id, status="RUNNING")
     metric = spec.metric
 
     journal = rdb_storage(study) is None  # no Optuna heartbeat: ours (search.claims)
@@ -175,7 +176,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
             cfg = suggest(spec, trial)
             trial.set_user_attr("config", {k: format_value(v) for k, v in cfg.to_flat().items()})
             tracker.log_params(run_id, cfg)
-            result = run_mod.validate(cfg, dataset, _reporter(trial, cfg, run_id))
+            result = run_mod.validate(cfg, dataset, reporter(trial, cfg, run_id))
         except optuna.TrialPruned as exc:
             tracker.end(run_id, "KILLED", str(exc), {STATE_TAG: "PRUNED"})
             raise
@@ -201,7 +202,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
         tracker.end(run_id, "FINISHED", None, {STATE_TAG: "COMPLETE"})
         return value
 
-    def _reporter(trial: optuna.Trial, cfg: TrialConfig, run_id: str):
+    def reporter(trial: optuna.Trial, cfg: TrialConfig, run_id: str):
         n_folds = max(1, cfg.data.kfold)
 
         def report(fold: int, stats: EpochStats) -> None:
@@ -229,7 +230,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
     if spec.sampler == "grid":  # the grid sampler repeats points once the grid is exhausted
         target = min(target, spec.space_size() or target)
     deadline = None if timeout is None else time.monotonic() + timeout
-    ran = 0
+    ran, parent_status = 0, "FAILED"
     try:
         while deadline is None or time.monotonic() < deadline:
             with claim:  # count + create the next trial atomically across workers
@@ -250,8 +251,13 @@ def run_search(spec: StudySpec, options: SearchOptions,
                 raise ConfigError(f"{consecutive_failures} trials failed in a row (last: "
                                   f"{last}); stopping instead of burning the budget; see the "
                                   f"failed runs in MLflow", key="study", value=spec.name)
+        parent_status = "FINISHED"
+    except KeyboardInterrupt:
+        parent_status = "KILLED"
+        raise
     finally:
         write_study_plots(study, tracker, parent_id)
+        tracker.client.set_terminated(parent_id, status=parent_status)
     return SearchOutcome(study, parent_id, target, ran)
 
 

@@ -105,7 +105,6 @@ class Tracker:
             runs = self.find_runs("study", order_by=["attributes.start_time ASC"])
             if runs:
                 run_id = runs[0].info.run_id
-                self.client.update_run(run_id, status="RUNNING")
             else:
                 run_id = self.client.create_run(self.experiment_id, run_name=self.study_name,
                                                 tags={KIND: "study", STUDY_TAG: self.study_name}

@@ -109,6 +109,28 @@ def build_model(cfg: TrialConfig, num_classes: int) -> torch.nn.Module:
         raise ConfigError(str(exc), key=key) from None
 
 
+# Compiled models of this worker process, per architecture: torch.compile costs minutes on
+# a GPU, so a search compiles each architecture once and reuses the graph across trials.
+_COMPILED: dict[tuple, tuple[torch.nn.Module, torch.nn.Module]] = {}
+
+
+def _model_for(cfg: TrialConfig, num_classes: int, device: torch.device,
+               memory_format: torch.memory_format) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(model, the module to call in the training step): the same module, or with
+    ``runtime.compile`` a cached compiled one loaded with this run's fresh weights."""
+    model = build_model(cfg, num_classes).to(device, memory_format=memory_format)
+    if not cfg.runtime.compile:
+        return model, model
+    key = (cfg.model.name, tuple(sorted(cfg.model.model_args().items())), num_classes,
+           str(device), memory_format)
+    if key not in _COMPILED:
+        _COMPILED[key] = (model, torch.compile(model))
+        return _COMPILED[key]
+    cached, compiled = _COMPILED[key]
+    cached.load_state_dict(model.state_dict())  # this seed's initial weights, same graph
+    return cached, compiled
+
+
 def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device
                ) -> torch.optim.Optimizer:
     o = cfg.optim
@@ -171,8 +193,7 @@ def train_one(cfg: TrialConfig, data: TrainData,
     channels_last = cfg.runtime.channels_last and device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    model = build_model(cfg, data.num_classes).to(device, memory_format=memory_format)
-    step_model = torch.compile(model) if cfg.runtime.compile else model
+    model, step_model = _model_for(cfg, data.num_classes, device, memory_format)
     augment = BatchAugment(AugmentPlan.from_config(cfg.aug), data.mean, data.std, device,
                            channels_last)
     n_train = data.train_x.shape[0]

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -99,3 +100,9 @@ def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
     runs = mlflow_trial_runs(tmp_path)
     assert [r.info.status for r in runs[killed]] == ["FAILED"]
     assert sorted(runs) == numbers
+    # the password never reaches MLflow or the Optuna study's attributes
+    client = mlflow.MlflowClient(tracking_uri=env_for(tmp_path)["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("res")
+    parent = client.search_runs([experiment.experiment_id], "tags.`cifar_search.kind` = 'study'")[0]
+    assert parent.data.tags["storage"].startswith("postgresql://postgres:***@127.0.0.1")
+    assert ":pw@" not in str(parent.data.tags) and ":pw@" not in str(study.user_attrs)

@@ -147,3 +147,15 @@ def test_unreachable_storage_or_mlflow_is_one_line_exit_2(tmp_path, args, env_ex
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "s3cret" not in proc.stderr
+
+
+def test_gpu_workers_are_pinned_per_gpu():
+    from search.workers import WORKER_ENV, worker_envs
+
+    envs = worker_envs(1, ["0", "3"], trials_per_gpu=2)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "0", "3", "3"]
+    assert [e[WORKER_ENV] for e in envs] == ["0", "1", "2", "3"]
+    cpu = worker_envs(3, None, trials_per_gpu=2)
+    assert len(cpu) == 3 and all("CUDA_VISIBLE_DEVICES" not in e or
+                                 e["CUDA_VISIBLE_DEVICES"] == os.environ.get("CUDA_VISIBLE_DEVICES")
+                                 for e in cpu)

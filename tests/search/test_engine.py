@@ -97,6 +97,7 @@ def test_search_then_resume_then_mlflow_layout(workdir):
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert sorted(trial_runs) == [t.number for t in study.trials]
     parent_id = next(r.info.run_id for r in runs if r.data.tags["cifar_search.kind"] == "study")
+    assert mlflow.get_run(parent_id).info.status == "FINISHED"
     for t in study.trials:
         run = trial_runs[t.number]
         assert run.data.tags["mlflow.parentRunId"] == parent_id
