@@ -345,8 +345,10 @@ def _retrain_and_print(spec, study, parent_id, trial_number, seeds, data_dir, de
     first = next(iter(outcome.results.values()))
     click.echo(summary(first, outcome.classes) if len(outcome.results) == 1 else "")
     mean, std = outcome.mean_std("accuracy")
-    click.echo(f"final (trial {outcome.trial_number}, {len(outcome.results)} seed(s)): test accuracy "
-               f"{pct(mean)} ± {pct(std)}   MLflow run {outcome.run_id}")
+    spread = f" ± {pct(std)} (sd over {len(outcome.results)} seeds)" if len(outcome.results) > 1 \
+        else " (1 seed: no spread)"
+    click.echo(f"final (trial {outcome.trial_number}): test accuracy {pct(mean)}{spread}   "
+               f"MLflow run {outcome.run_id}")
 
 
 def _study_summary(spec, study) -> str:

@@ -58,6 +58,7 @@ class Tracker:
         # MLflow retries an unreachable server for minutes by default; fail within ~a minute.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm noise
         db = _sqlite_file(self.uri)
         if db is not None:
             if not create and not db.exists():
