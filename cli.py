@@ -506,8 +506,10 @@ def report(study_name: str, out: str, storage: str | None) -> None:
               help="timed training steps per loop")
 @click.option("--width", type=float, help="model.width (e.g. 0.25 for a quick CPU run)")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile our model")
+@click.option("--concurrency", help="also measure N worker processes training at once on the "
+                                    "device, e.g. 1,2,4 (aggregate images/s)")
 def bench(model_names: str, batch_size: int, device: str, steps: int, width: float | None,
-          use_compile: bool) -> None:
+          use_compile: bool, concurrency: str | None) -> None:
     """Training images/s: ours (device-resident data, batched augmentation, bf16 +
     channels_last on CUDA) vs the standard DataLoader + PIL transforms + fp32 loop,
     same model, batch, 'full' augmentation and device."""
@@ -529,6 +531,20 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
                       "peak MB", "GFLOP/img", "MFU"], rows))
     click.echo("peak MB: CUDA memory allocated on the GPU, process RSS on the CPU; "
                "MFU: training FLOPs/image x images/s / the GPU's dense bf16 peak")
+    if concurrency:
+        from search.bench import concurrent_throughput
+
+        counts = [int(c) for c in concurrency.split(",") if c.strip()]
+        rows = []
+        for name in [m.strip() for m in model_names.split(",") if m.strip()]:
+            rates = {n: concurrent_throughput(name, batch_size, device, steps, n,
+                                              {"width": width} if width else None)
+                     for n in counts}
+            rows.append([name, *(f"{rates[n]:,.0f} ({rates[n] / rates[counts[0]]:.2f}x)"
+                                  for n in counts)])
+        click.echo("\naggregate img/s of N concurrent worker processes (speed-up vs "
+                   f"{counts[0]}):")
+        click.echo(table(["model", *(f"N={n}" for n in counts)], rows))
 
 
 def _write_outputs(out: Path, cfg, results) -> None:

@@ -151,3 +151,25 @@ def run_bench(model: str, batch_size: int = 512, device: str = "auto", steps: in
     peak = device_peak_flops(dev)
     return BenchResult(model, batch_size, str(dev), ours, reference, ours_mem, ref_mem, flops,
                        None if peak is None else flops * ours / peak)
+
+
+def _concurrent_worker(args: tuple) -> float:
+    cfg_flat, steps, barrier = args
+    cfg = TrialConfig.from_flat(cfg_flat)
+    barrier.wait()  # every process starts timing together
+    return measure_ours(cfg, steps)[0]
+
+
+def concurrent_throughput(model: str, batch_size: int, device: str, steps: int,
+                          processes: int, model_args: dict | None = None) -> float:
+    """Aggregate training images/s of ``processes`` worker processes training the same
+    model at once on one device (several small trials per GPU)."""
+    import multiprocessing as mp
+
+    cfg = bench_config(model, batch_size, device, model_args=model_args)
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(processes)
+        with ctx.Pool(processes) as pool:
+            rates = pool.map(_concurrent_worker, [(cfg.to_flat(), steps, barrier)] * processes)
+    return float(sum(rates))
