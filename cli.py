@@ -342,8 +342,8 @@ def _retrain_and_print(spec, study, parent_id, trial_number, seeds, data_dir, de
     for seed, result in outcome.results.items():
         click.echo(f"seed {seed}: test accuracy {pct(result.final.accuracy)}  top-5 "
                    f"{pct(result.final.top5)}  loss {result.final.loss:.4f}")
-    first = next(iter(outcome.results.values()))
-    click.echo(summary(first, outcome.classes) if len(outcome.results) == 1 else "")
+    if len(outcome.results) == 1:
+        click.echo(summary(next(iter(outcome.results.values())), outcome.classes))
     mean, std = outcome.mean_std("accuracy")
     spread = f" ± {pct(std)} (sd over {len(outcome.results)} seeds)" if len(outcome.results) > 1 \
         else " (1 seed: no spread)"
@@ -407,6 +407,14 @@ def dashboard(study_name: str, storage: str | None, host: str, port: int) -> Non
 
     spec = load_study(study_name)
     store = open_storage(spec.name, storage, create=False)
+    import socket
+
+    try:  # fail with one line before the web server prints its banner
+        with socket.socket() as probe:
+            probe.bind((host, port))
+    except OSError as exc:  # port in use, address not available
+        raise ConfigError(f"cannot serve the dashboard on {host}: {exc.strerror or exc}",
+                          key="--port", value=port) from None
     click.echo(f"optuna-dashboard for study {spec.name}: http://{host}:{port}/dashboard/ (Ctrl-C to stop)")
     optuna_dashboard.run_server(store, host=host, port=port)
 
@@ -517,6 +525,7 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
     from search.config import TrialConfig
     from search.display import table
 
+    counts = _counts(concurrency) if concurrency else []  # bad input fails before timing
     rows = []
     for name in [m.strip() for m in model_names.split(",") if m.strip()]:
         TrialConfig().with_overrides({"model.name": name})  # unknown names fail before timing
@@ -531,10 +540,9 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
                       "peak MB", "GFLOP/img", "MFU"], rows))
     click.echo("peak MB: CUDA memory allocated on the GPU, process RSS on the CPU; "
                "MFU: training FLOPs/image x images/s / the GPU's dense bf16 peak")
-    if concurrency:
+    if counts:
         from search.bench import concurrent_throughput
 
-        counts = [int(c) for c in concurrency.split(",") if c.strip()]
         rows = []
         for name in [m.strip() for m in model_names.split(",") if m.strip()]:
             rates = {n: concurrent_throughput(name, batch_size, device, steps, n,
@@ -545,6 +553,17 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
         click.echo("\naggregate img/s of N concurrent worker processes (speed-up vs "
                    f"{counts[0]}):")
         click.echo(table(["model", *(f"N={n}" for n in counts)], rows))
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise ConfigError("expected comma-separated process counts, e.g. 1,2,4",
+                          key="--concurrency", value=text) from None
+    if not counts or min(counts) < 1:
+        raise ConfigError("expected counts >= 1", key="--concurrency", value=text)
+    return counts
 
 
 def _write_outputs(out: Path, cfg, results) -> None:

@@ -26,7 +26,7 @@ from search.config import TrialConfig
 from search.errors import ConfigError, did_you_mean
 from search.stats import Comparison, compare
 from search.study import AblationSpec, StudySpec
-from search.tracking import KIND, Tracker, config_of
+from search.tracking import Tracker, config_of
 from search.train import EpochStats, TrainResult, train_one
 
 BASELINE = "baseline"
@@ -379,4 +379,3 @@ def _log_outcome(tracker: Tracker, outcome: AblationOutcome) -> None:
     for c in outcome.comparisons:
         summary[f"{c.variant}.diff"] = c.diff_mean
     tracker.log_metrics(outcome.parent_run_id, summary)
-    tracker.set_tags(outcome.parent_run_id, {KIND: "ablation"})

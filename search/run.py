@@ -41,8 +41,10 @@ def fold_indices(cfg: TrialConfig, dataset: data_mod.Dataset
     return [(pool[tr], pool[va]) for tr, va in pairs]
 
 
-def make_fold(cfg: TrialConfig, dataset: data_mod.Dataset, fold: int) -> data_mod.TrainData:
-    train_idx, val_idx = fold_indices(cfg, dataset)[fold]
+def make_fold(cfg: TrialConfig, dataset: data_mod.Dataset, fold: int,
+              pairs: list[tuple[np.ndarray, np.ndarray]] | None = None) -> data_mod.TrainData:
+    """Fold ``fold`` of ``cfg``'s validation setups (``pairs``: precomputed ``fold_indices``)."""
+    train_idx, val_idx = (pairs or fold_indices(cfg, dataset))[fold]
     return data_mod.make_train_data(dataset, train_idx=train_idx, eval_split="val",
                                     eval_idx=val_idx, device=resolve_device(cfg.runtime.device))
 
@@ -70,8 +72,9 @@ def validate(cfg: TrialConfig, dataset: data_mod.Dataset,
              on_epoch: Callable[[int, EpochStats], bool | None] | None = None
              ) -> ValidationResult:
     """Train on each validation setup in turn; ``on_epoch(fold, stats)``."""
+    pairs = fold_indices(cfg, dataset)
     results = []
-    for fold in range(len(fold_indices(cfg, dataset))):
+    for fold in range(len(pairs)):
         callback = None if on_epoch is None else (lambda s, f=fold: on_epoch(f, s))
-        results.append(train_one(cfg, make_fold(cfg, dataset, fold), callback))
+        results.append(train_one(cfg, make_fold(cfg, dataset, fold, pairs), callback))
     return ValidationResult(results)

@@ -87,6 +87,8 @@ def test_data_command_shows_stats_and_writes_grid(cifar10_dir, tmp_path):
     (["train", "--dataset", "synthetic", "--set", "optim.lr"], ["key=value"]),
     (["train", "--dataset", "synthetic", "--config", "/nonexistent.toml"], ["/nonexistent.toml"]),
     (["data", "--dataset", "cifar100", "--data-dir", "{empty}"], ["cifar-100-python"]),
+    (["bench", "--model", "resnet20", "--concurrency", "1,two"], ["--concurrency", "1,two"]),
+    (["bench", "--model", "resnt20"], ["model.name", "did you mean 'resnet20'"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragments, tmp_path, monkeypatch):
     import cli

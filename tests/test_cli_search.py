@@ -60,10 +60,16 @@ def searched(tmp_path_factory) -> Path:
     (work / "tiny.toml").write_text(STUDY)
     proc = cli("search", "--study", str(work / "tiny.toml"), "--device", "cpu", cwd=work)
     assert proc.returncode == 0, proc.stderr
+    (work / "first-search.log").write_text(proc.stdout)
     return work
 
 
 def test_search_prints_progress_summary_and_final(searched):
+    first = (searched / "first-search.log").read_text()
+    assert "  trial 0 epoch 1/2" in first and "val_acc" in first
+    assert "[1 complete, 0 pruned, 0 failed]" in first
+    assert "top trials" in first and "final retrain on train+validation" in first
+    assert "seed 0: test accuracy" in first and "final (trial" in first
     log = cli("search", "--study", str(searched / "tiny.toml"), "--no-retrain", cwd=searched)
     assert log.returncode == 0, log.stderr
     assert "nothing to do" in log.stdout and "best trial" in log.stdout
@@ -155,6 +161,18 @@ def test_dashboard_serves_the_study_over_http(searched):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_dashboard_on_a_busy_port_is_one_line(searched):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = cli("dashboard", "--study", str(searched / "tiny.toml"), "--port", str(port),
+                   cwd=searched)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--port" in lines[0] and "Traceback" not in proc.stderr
 
 
 BROKEN = {
