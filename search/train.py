@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import resource
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -109,9 +110,21 @@ def build_model(cfg: TrialConfig, num_classes: int) -> torch.nn.Module:
         raise ConfigError(str(exc), key=key) from None
 
 
+# bf16 autocast and channels_last are applied on CUDA, where tensor cores pay for them. A
+# CPU without bf16 units runs bf16 slower than fp32, and it changes the numbers, so the CPU
+# keeps fp32 and the default layout. (Tests widen this set to run the CUDA path on a CPU.)
+FAST_PATH_DEVICES = frozenset({"cuda"})
+
 # Compiled models of this worker process, per architecture: torch.compile costs minutes on
 # a GPU, so a search compiles each architecture once and reuses the graph across trials.
-_COMPILED: dict[tuple, tuple[torch.nn.Module, torch.nn.Module]] = {}
+# Least recently used first; bounded, since every entry holds a model on the device.
+_COMPILED: OrderedDict[tuple, tuple[torch.nn.Module, torch.nn.Module]] = OrderedDict()
+_COMPILED_MAX = 8
+
+# Dynamo compiles a new graph for every distinct architecture, batch size or dropout value
+# it meets and, past its default limit of 8 per function, silently runs the rest of the
+# search eagerly. A search meets many more.
+_RECOMPILE_LIMIT = 256
 
 
 def _model_for(cfg: TrialConfig, num_classes: int, device: torch.device,
@@ -123,12 +136,17 @@ def _model_for(cfg: TrialConfig, num_classes: int, device: torch.device,
         return model, model
     key = (cfg.model.name, tuple(sorted(cfg.model.model_args().items())), num_classes,
            str(device), memory_format)
-    if key not in _COMPILED:
-        _COMPILED[key] = (model, torch.compile(model))
-        return _COMPILED[key]
-    cached, compiled = _COMPILED[key]
-    cached.load_state_dict(model.state_dict())  # this seed's initial weights, same graph
-    return cached, compiled
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        cached, compiled = _COMPILED[key]
+        cached.load_state_dict(model.state_dict())  # this seed's initial weights, same graph
+        return cached, compiled
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                               _RECOMPILE_LIMIT)
+    _COMPILED[key] = (model, torch.compile(model))
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return _COMPILED[key]
 
 
 def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device
@@ -170,8 +188,7 @@ def _scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer, steps_per_epo
 
 
 def _autocast(cfg: TrialConfig, device: torch.device):
-    # bf16 only pays off on CUDA; on the CPU it is slower than fp32 and changes numbers.
-    enabled = cfg.runtime.bf16 and device.type == "cuda"
+    enabled = cfg.runtime.bf16 and device.type in FAST_PATH_DEVICES
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -190,7 +207,7 @@ def train_one(cfg: TrialConfig, data: TrainData,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    channels_last = cfg.runtime.channels_last and device.type == "cuda"
+    channels_last = cfg.runtime.channels_last and device.type in FAST_PATH_DEVICES
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     model, step_model = _model_for(cfg, data.num_classes, device, memory_format)
@@ -239,7 +256,9 @@ def train_one(cfg: TrialConfig, data: TrainData,
         if bad_step >= 0:
             raise NonFiniteLossError(epoch, int(bad_step))
         seconds = time.perf_counter() - epoch_start
-        val = _quick_eval(step_model, augment, data, cfg, device) if validate else {}
+        # Evaluation runs the eager model: compiling its eval-mode graph, and again for the
+        # last, smaller batch, would cost more compile time than it saves.
+        val = _quick_eval(model, augment, data, cfg, device) if validate else {}
         stats = EpochStats(epoch=epoch, train_loss=total_loss / seen, train_acc=total_correct / seen,
                            lr=lr, seconds=seconds, images_per_s=seen / seconds, **val)
         history.append(stats)
@@ -255,7 +274,7 @@ def train_one(cfg: TrialConfig, data: TrainData,
                     stop_reason = f"early stopping: no val_acc gain for {epochs_since_best} epochs"
                     break
     train_seconds = time.perf_counter() - started
-    final = evaluate(step_model, augment, data.eval_x, data.eval_y, data.classes,
+    final = evaluate(model, augment, data.eval_x, data.eval_y, data.classes,
                      data.eval_split, cfg, device)
     return TrainResult(config=cfg, history=history, final=final,
                        n_params=cifar_models.count_parameters(model),

@@ -79,3 +79,16 @@ def cifar100_dir(tmp_path: Path) -> Path:
 def make_cifar10():
     """The CIFAR-10 folder writer, for tests that need several variants."""
     return write_cifar10
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests need CUDA; on a machine without it they are reported as skipped
+    (run them on a GPU machine with ``pytest -m gpu``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
