@@ -16,9 +16,13 @@ import torch
 from search import data as data_mod
 from search.config import TrialConfig
 from search.train import build_model, peak_memory_mb, resolve_device, train_one
+from search.workers import threads_per_process
 
-# Dense bf16 tensor-core peaks (FLOP/s) for the model FLOP utilisation estimate.
-BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+# Dense bf16 tensor-core peaks (FLOP/s, vendor datasheets) for the model FLOP utilisation
+# estimate, matched against torch.cuda.get_device_name in this order (PCIe/NVL before SXM).
+BF16_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
+                   ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12),
+                   ("L4", 121e12), ("A10", 125e12))
 
 
 @dataclass(frozen=True)
@@ -54,15 +58,44 @@ def _synthetic(n: int) -> data_mod.Dataset:
     return data_mod.Dataset("bench", x, y, x[:256], y[:256], tuple(str(i) for i in range(10)))
 
 
-def measure_ours(cfg: TrialConfig, steps: int) -> tuple[float, float]:
-    """images/s of ``train_one``'s own epoch loop (second epoch: the first one pays for
-    cudnn autotuning and compilation), and peak memory in MB."""
+@dataclass(frozen=True)
+class Span:
+    """Images trained between two wall-clock times (``time.time()``, seconds)."""
+
+    images: int
+    start: float
+    end: float
+
+
+def aggregate_images_per_s(spans: list[Span]) -> float:
+    """All spans' images over the window from the first start to the last end: processes
+    are credited only for the time they actually ran side by side, never for the sum of
+    rates measured at different moments."""
+    window = max(s.end for s in spans) - min(s.start for s in spans)
+    return sum(s.images for s in spans) / window
+
+
+def measure_ours(cfg: TrialConfig, steps: int, timed_epochs: int = 2,
+                 ready=None) -> tuple[Span, float]:
+    """``train_one``'s own epoch loop: the span of ``timed_epochs`` epochs of ``steps``
+    steps after one untimed epoch (which pays for CUDA start-up, cudnn autotuning and
+    compilation), and the peak memory in MB. ``ready`` (a barrier) is waited on after the
+    untimed epoch, so that concurrent processes time the same window."""
     device = resolve_device(cfg.runtime.device)
     ds = _synthetic(cfg.optim.batch_size * steps)
-    td = data_mod.make_train_data(ds, train_idx=np.arange(len(ds.train_y)), eval_split="val",
-                                  eval_idx=np.arange(256), device=device)
-    result = train_one(cfg.with_overrides({"optim.epochs": 2}), td)
-    return result.history[-1].images_per_s, result.peak_memory_mb
+    # "test" as the evaluation split: no validation pass between the timed epochs.
+    td = data_mod.make_train_data(ds, train_idx=np.arange(len(ds.train_y)), eval_split="test",
+                                  eval_idx=np.arange(len(ds.test_y)), device=device)
+    times: list[float] = []
+
+    def on_epoch(stats) -> None:
+        if stats.epoch == 1 and ready is not None:
+            ready.wait()
+        times.append(time.time())  # the epoch's metrics were just synced to the host
+
+    train_one(cfg.with_overrides({"optim.epochs": 1 + timed_epochs}), td, on_epoch)
+    images = timed_epochs * steps * cfg.optim.batch_size
+    return Span(images, times[0], times[-1]), peak_memory_mb(device)
 
 
 class _Pictures(torch.utils.data.Dataset):
@@ -133,7 +166,7 @@ def device_peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+    return next((peak for key, peak in BF16_PEAK_FLOPS if key in name), None)
 
 
 def _sync(device: torch.device) -> None:
@@ -144,7 +177,8 @@ def _sync(device: torch.device) -> None:
 def run_bench(model: str, batch_size: int = 512, device: str = "auto", steps: int = 20,
               compile: bool = False, model_args: dict | None = None) -> BenchResult:
     cfg = bench_config(model, batch_size, device, compile=compile, model_args=model_args)
-    ours, ours_mem = measure_ours(cfg, steps)
+    span, ours_mem = measure_ours(cfg, steps)
+    ours = aggregate_images_per_s([span])
     reference, ref_mem = measure_reference(cfg, steps)
     flops = train_flops_per_image(cfg)
     dev = resolve_device(device)
@@ -153,23 +187,25 @@ def run_bench(model: str, batch_size: int = 512, device: str = "auto", steps: in
                        None if peak is None else flops * ours / peak)
 
 
-def _concurrent_worker(args: tuple) -> float:
-    cfg_flat, steps, barrier = args
-    cfg = TrialConfig.from_flat(cfg_flat)
-    barrier.wait()  # every process starts timing together
-    return measure_ours(cfg, steps)[0]
+def _concurrent_worker(args: tuple) -> Span:
+    cfg_flat, steps, threads, ready = args
+    torch.set_num_threads(threads)  # as a search's worker processes do (OMP_NUM_THREADS)
+    return measure_ours(TrialConfig.from_flat(cfg_flat), steps, ready=ready)[0]
 
 
 def concurrent_throughput(model: str, batch_size: int, device: str, steps: int,
                           processes: int, model_args: dict | None = None) -> float:
     """Aggregate training images/s of ``processes`` worker processes training the same
-    model at once on one device (several small trials per GPU)."""
+    model side by side on one device (several small trials per GPU)."""
     import multiprocessing as mp
 
     cfg = bench_config(model, batch_size, device, model_args=model_args)
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     with ctx.Manager() as manager:
-        barrier = manager.Barrier(processes)
+        # With a timeout, a process that crashed before the barrier fails the others
+        # instead of leaving them waiting forever.
+        ready = manager.Barrier(processes, timeout=900)
         with ctx.Pool(processes) as pool:
-            rates = pool.map(_concurrent_worker, [(cfg.to_flat(), steps, barrier)] * processes)
-    return float(sum(rates))
+            work = (cfg.to_flat(), steps, threads_per_process(processes), ready)
+            spans = pool.map(_concurrent_worker, [work] * processes)
+    return aggregate_images_per_s(spans)

@@ -158,3 +158,15 @@ def test_gpu_workers_are_pinned_per_gpu():
     cpu = worker_envs(3, None, trials_per_gpu=2)
     assert len(cpu) == 3  # CPU workers keep the parent's CUDA_VISIBLE_DEVICES, whatever it is
     assert all(e.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES") for e in cpu)
+
+
+def test_workers_share_the_cpu_cores(monkeypatch):
+    from search.workers import worker_envs
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert {e["OMP_NUM_THREADS"] for e in worker_envs(4, None, 1)} == {"4"}
+    assert {e["OMP_NUM_THREADS"] for e in worker_envs(1, ["0", "1"], 4)} == {"2"}
+    assert {e["OMP_NUM_THREADS"] for e in worker_envs(32, None, 1)} == {"1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
+    assert {e["OMP_NUM_THREADS"] for e in worker_envs(4, None, 1)} == {"3"}

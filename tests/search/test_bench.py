@@ -1,0 +1,61 @@
+"""``bench``'s measurement plumbing on the CPU: what is timed, how concurrent processes are
+aggregated, and the command's table. The figures themselves are benchmarks, not tested."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from search.bench import (Span, aggregate_images_per_s, bench_config, measure_ours,
+                          train_flops_per_image)
+
+
+def test_side_by_side_spans_add_up():
+    spans = [Span(1000, 10.0, 12.0), Span(1000, 10.0, 12.0)]
+    assert aggregate_images_per_s(spans) == 1000.0
+
+
+def test_spans_at_different_times_are_not_credited_as_concurrent():
+    # Each process ran at 500 img/s, one after the other: summing the rates would claim
+    # 1000 img/s; over the common window it is 500.
+    spans = [Span(1000, 0.0, 2.0), Span(1000, 2.0, 4.0)]
+    assert aggregate_images_per_s(spans) == 500.0
+
+
+def test_measure_ours_times_only_the_epochs_after_warm_up():
+    cfg = bench_config("improved_cnn", 16, "cpu", model_args={"width": 0.25})
+    span, peak_mb = measure_ours(cfg, steps=3, timed_epochs=2)
+    assert span.images == 2 * 3 * 16
+    assert span.end > span.start and peak_mb > 0
+
+
+def test_training_flops_of_resnet20_match_its_size():
+    # ResNet20 needs about 41 MFLOP multiply-adds forward, i.e. 82 MFLOP, and backward
+    # twice that: about 0.25 GFLOP per training image.
+    flops = train_flops_per_image(bench_config("resnet20", 8, "cpu"))
+    assert 0.2e9 < flops < 0.3e9
+
+
+def test_bench_command_prints_both_tables():
+    result = CliRunner().invoke(main, ["bench", "--model", "improved_cnn", "--width", "0.25",
+                                       "--batch-size", "16", "--steps", "2", "--device", "cpu",
+                                       "--concurrency", "1,2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if line.startswith("model "))
+    for column in ("ours img/s", "reference img/s", "ratio", "peak MB", "GFLOP/img", "MFU"):
+        assert column in header
+    row = next(line for line in lines if line.startswith("improved_cnn  cpu"))
+    assert row.split()[-1] == "-"  # no MFU on a CPU: there is no bf16 peak to divide by
+    concurrency = lines[lines.index(next(x for x in lines if x.startswith("aggregate"))) + 1:]
+    assert concurrency[0].split() == ["model", "N=1", "N=2"]
+    assert concurrency[2].startswith("improved_cnn") and "(1.00x)" in concurrency[2]
+
+
+@pytest.mark.gpu
+def test_bench_on_cuda_reports_memory_and_mfu():
+    result = CliRunner().invoke(main, ["bench", "--model", "resnet20", "--batch-size", "128",
+                                       "--steps", "5", "--device", "cuda"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("resnet20 "))
+    assert row.split()[-1].endswith("%")
