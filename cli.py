@@ -555,6 +555,68 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
         click.echo(table(["model", *(f"N={n}" for n in counts)], rows))
 
 
+@main.command("check-fast-path")
+@click.option("--model", default="se_resnet18", show_default=True, help="model name")
+@click.option("--dataset", default="cifar10", show_default=True,
+              help="cifar10, cifar100, digits or synthetic")
+@click.option("--data-dir", type=click.Path(file_okay=False), help=DATA_DIR_HELP)
+@click.option("--seeds", default="5", show_default=True,
+              help="number of seeds (0..N-1) or comma-separated seeds")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=2))
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--compile", "use_compile", is_flag=True,
+              help="the fast arm also uses torch.compile")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")
+def check_fast_path(model: str, dataset: str, data_dir: str | None, seeds: str, epochs: int,
+                    assignments: tuple[str, ...], use_compile: bool, device: str) -> None:
+    """Check that the fast path (bf16 + channels_last) learns as well as fp32.
+
+    Trains each seed twice on the same holdout of the training split, fast and fp32, and
+    compares validation accuracy over the paired seeds. Exits 1 when a run did not learn
+    (training loss did not fall, or accuracy not above chance). The test split is not read.
+    """
+    from search import run
+    from search.config import TrialConfig, parse_assignments
+    from search.display import pct
+    from search.fast_path_check import FAST, check_fast_path as check
+
+    seed_list = _seed_list(seeds)
+    cfg = TrialConfig().with_overrides({"model.name": model, "data.dataset": dataset,
+                                        "optim.epochs": epochs, "runtime.device": device,
+                                        "runtime.compile": use_compile})
+    cfg = cfg.with_overrides(parse_assignments(assignments))
+    dataset_ = run.load_dataset(cfg, data_dir)
+    click.echo(f"{cfg.model.name} on {cfg.data.dataset}: {epochs} epochs, batch "
+               f"{cfg.optim.batch_size}, seeds {', '.join(map(str, seed_list))}")
+
+    def on_run(r) -> None:
+        if r.diverged:
+            click.echo(f"seed {r.seed}  {r.arm:<4}  {r.diverged}")
+            return
+        click.echo(f"seed {r.seed}  {r.arm:<4}  loss {r.first_loss:.3f} -> {r.last_loss:.3f}  "
+                   f"val_acc {pct(r.val_acc)}  {r.seconds:.1f}s  {r.images_per_s:,.0f} img/s")
+
+    outcome = check(cfg, dataset_, seed_list, on_run)
+    c = outcome.comparison
+    if not outcome.fast_path_applied:
+        click.echo("note: bf16 and channels_last apply on CUDA only; on this device both arms "
+                   "ran in fp32")
+    p = "-" if c.t_p is None else f"{c.t_p:.3f}"
+    if c.n:
+        click.echo(f"{FAST} - fp32 validation accuracy: {100 * c.diff_mean:+.2f} pp "
+                   f"[95% CI {100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] over {c.n} seeds "
+                   f"(fp32 {pct(c.base_mean)}, {FAST} {pct(c.variant_mean)}; paired t p={p}): "
+                   f"{c.verdict}")
+    failed = outcome.not_learning()
+    if failed:
+        runs = ", ".join(f"seed {r.seed} {r.arm}" for r in failed)
+        click.echo(f"FAILED: did not learn (loss did not fall or accuracy not above chance "
+                   f"{pct(outcome.chance)}): {runs}")
+        sys.exit(1)
+    click.echo(f"every run learned: training loss fell and validation accuracy beat chance "
+               f"({pct(outcome.chance)})")
+
+
 def _counts(text: str) -> list[int]:
     try:
         counts = [int(c) for c in text.split(",") if c.strip()]

@@ -89,6 +89,9 @@ def test_data_command_shows_stats_and_writes_grid(cifar10_dir, tmp_path):
     (["data", "--dataset", "cifar100", "--data-dir", "{empty}"], ["cifar-100-python"]),
     (["bench", "--model", "resnet20", "--concurrency", "1,two"], ["--concurrency", "1,two"]),
     (["bench", "--model", "resnt20"], ["model.name", "did you mean 'resnet20'"]),
+    (["check-fast-path", "--model", "resnt20"], ["model.name", "did you mean 'resnet20'"]),
+    (["check-fast-path", "--seeds", "0,x", "--dataset", "synthetic"], ["--seeds", "0,x"]),
+    (["check-fast-path", "--data-dir", "{empty}"], ["cifar-10-batches-py"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragments, tmp_path, monkeypatch):
     import cli
