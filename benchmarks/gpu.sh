@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU figures of the README's performance section, in parts that each fit a 10-minute
+# slot on one H100 (no argument: every part, in this order):
+#   throughput   ours vs the DataLoader+PIL+fp32 loop: images/s, ratio, peak memory, MFU
+#   compile      the same with torch.compile, for the two models most often tuned
+#   concurrency  aggregate images/s of 1, 2 and 4 worker processes on one GPU
+#   learning     bf16 + channels_last vs fp32 on the real CIFAR-10 sample, 5 paired seeds
+#   tests        the GPU-only tests (pytest -m gpu)
+# CIFAR_SAMPLE points at the sample (default ../shared/data/cifar-sample). Needs torch,
+# torchvision, click, scikit-learn, scipy and tomli_w; not optuna or mlflow.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+sample=${CIFAR_SAMPLE:-../shared/data/cifar-sample}
+bench=(python cli.py bench --device cuda --batch-size 512 --steps 50)
+
+command -v nvidia-smi >/dev/null || { echo "benchmarks/gpu.sh: needs a CUDA GPU (no nvidia-smi)" >&2; exit 2; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(throughput compile concurrency learning tests)
+for part in "${parts[@]}"; do
+  echo "== $part"
+  case $part in
+    throughput) "${bench[@]}" --model se_resnet18,se_resnet34,resnet20,resnet56,densenet121 ;;
+    compile) "${bench[@]}" --compile --model se_resnet18,resnet20 ;;
+    concurrency) "${bench[@]}" --model resnet20,se_resnet18 --concurrency 1,2,4 ;;
+    learning) python cli.py check-fast-path --data-dir "$sample" --seeds 5 --device cuda ;;
+    tests) python -m pytest -q -m gpu tests/search/test_fast_path.py tests/search/test_bench.py ;;
+    *) echo "unknown part '$part' (throughput, compile, concurrency, learning, tests)" >&2
+       exit 2 ;;
+  esac
+done
