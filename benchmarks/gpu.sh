@@ -7,7 +7,7 @@
 #   learning     bf16 + channels_last vs fp32 on the real CIFAR-10 sample, 5 paired seeds
 #   tests        the GPU-only tests (pytest -m gpu)
 # CIFAR_SAMPLE points at the sample (default ../shared/data/cifar-sample). Needs torch,
-# torchvision, click, scikit-learn, scipy and tomli_w; not optuna or mlflow.
+# torchvision, click, scikit-learn and scipy; not optuna, mlflow or tomli_w.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 import cifar_models
 from search.errors import ConfigError, did_you_mean
 
@@ -275,6 +273,10 @@ class TrialConfig:
 
     # TOML form ---------------------------------------------------------------
     def to_toml(self) -> str:
+        # Imported here: only writing needs it, so training and benchmarking import
+        # without it (a bare GPU machine often lacks it).
+        import tomli_w
+
         tables: dict[str, dict[str, Any]] = {}
         for key, value in self.to_flat().items():
             section, name = key.split(".", 1)

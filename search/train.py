@@ -141,12 +141,18 @@ def _model_for(cfg: TrialConfig, num_classes: int, device: torch.device,
         cached, compiled = _COMPILED[key]
         cached.load_state_dict(model.state_dict())  # this seed's initial weights, same graph
         return cached, compiled
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
-                                               _RECOMPILE_LIMIT)
+    _raise_recompile_limit()
     _COMPILED[key] = (model, torch.compile(model))
     while len(_COMPILED) > _COMPILED_MAX:
         _COMPILED.popitem(last=False)
     return _COMPILED[key]
+
+
+def _raise_recompile_limit() -> None:
+    config = torch._dynamo.config
+    # older torch releases name it cache_size_limit
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), _RECOMPILE_LIMIT))
 
 
 def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device
