@@ -511,26 +511,46 @@ def report(study_name: str, out: str, storage: str | None) -> None:
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N")
 @click.option("--steps", default=20, show_default=True, type=click.IntRange(min=2),
-              help="timed training steps per loop")
+              help="steps per timed epoch: ours is timed over 2 epochs after an untimed "
+                   "one, the reference over this many batches after 3 warm-up batches")
 @click.option("--width", type=float, help="model.width (e.g. 0.25 for a quick CPU run)")
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile our model")
-@click.option("--concurrency", help="also measure N worker processes training at once on the "
-                                    "device, e.g. 1,2,4 (aggregate images/s)")
+@click.option("--concurrency", help="instead: aggregate images/s of N worker processes "
+                                    "training at once on the device, e.g. 1,2,4")
 def bench(model_names: str, batch_size: int, device: str, steps: int, width: float | None,
           use_compile: bool, concurrency: str | None) -> None:
     """Training images/s: ours (device-resident data, batched augmentation, bf16 +
     channels_last on CUDA) vs the standard DataLoader + PIL transforms + fp32 loop,
-    same model, batch, 'full' augmentation and device."""
-    from search.bench import run_bench
+    same model, batch, 'full' augmentation and device; or, with --concurrency, the
+    aggregate images/s of several of our worker processes sharing the device."""
     from search.config import TrialConfig
     from search.display import table
 
     counts = _counts(concurrency) if concurrency else []  # bad input fails before timing
-    rows = []
-    for name in [m.strip() for m in model_names.split(",") if m.strip()]:
+    names = [m.strip() for m in model_names.split(",") if m.strip()]
+    for name in names:
         TrialConfig().with_overrides({"model.name": name})  # unknown names fail before timing
-        r = run_bench(name, batch_size, device, steps, use_compile,
-                      {"width": width} if width else None)
+    model_args = {"width": width} if width else None
+    if counts:
+        from search.bench import concurrent_throughput
+
+        rows = []
+        for name in names:
+            rates = {n: concurrent_throughput(name, batch_size, device, steps, n, use_compile,
+                                              model_args) for n in counts}
+            rows.append([name, *(f"{rates[n]:,.0f} ({rates[n] / rates[counts[0]]:.2f}x)"
+                                  for n in counts)])
+            click.echo(f"measured {name}", err=True)
+        click.echo(f"aggregate img/s of N worker processes on one device, batch {batch_size} "
+                   f"(speed-up vs N={counts[0]}):")
+        click.echo(table(["model", *(f"N={n}" for n in counts)], rows))
+        return
+
+    from search.bench import run_bench
+
+    rows = []
+    for name in names:
+        r = run_bench(name, batch_size, device, steps, use_compile, model_args)
         rows.append((r.model, r.device, r.batch_size, f"{r.ours_images_per_s:,.0f}",
                      f"{r.reference_images_per_s:,.0f}", f"{r.ratio:.2f}x",
                      f"{r.ours_peak_memory_mb:,.0f}", f"{r.train_flops_per_image / 1e9:.2f}",
@@ -540,19 +560,6 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
                       "peak MB", "GFLOP/img", "MFU"], rows))
     click.echo("peak MB: CUDA memory allocated on the GPU, process RSS on the CPU; "
                "MFU: training FLOPs/image x images/s / the GPU's dense bf16 peak")
-    if counts:
-        from search.bench import concurrent_throughput
-
-        rows = []
-        for name in [m.strip() for m in model_names.split(",") if m.strip()]:
-            rates = {n: concurrent_throughput(name, batch_size, device, steps, n,
-                                              {"width": width} if width else None)
-                     for n in counts}
-            rows.append([name, *(f"{rates[n]:,.0f} ({rates[n] / rates[counts[0]]:.2f}x)"
-                                  for n in counts)])
-        click.echo("\naggregate img/s of N concurrent worker processes (speed-up vs "
-                   f"{counts[0]}):")
-        click.echo(table(["model", *(f"N={n}" for n in counts)], rows))
 
 
 @main.command("check-fast-path")

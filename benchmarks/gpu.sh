@@ -7,18 +7,32 @@
 #   learning     bf16 + channels_last vs fp32 on the real CIFAR-10 sample, 5 paired seeds
 #   tests        the GPU-only tests (pytest -m gpu)
 # CIFAR_SAMPLE points at the sample (default ../shared/data/cifar-sample). Needs torch,
-# torchvision, click, scikit-learn and scipy; not optuna, mlflow or tomli_w.
-set -euo pipefail
+# torchvision, click, scikit-learn, scipy and pytest; not optuna, mlflow or tomli_w.
+# Every part runs even when an earlier one fails; the exit status is the last failure's.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 sample=${CIFAR_SAMPLE:-../shared/data/cifar-sample}
 bench=(python cli.py bench --device cuda --batch-size 512 --steps 50)
 
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(throughput compile concurrency learning tests)
+for part in "${parts[@]}"; do
+  case $part in
+    throughput|compile|concurrency|learning|tests) ;;
+    *) echo "unknown part '$part' (throughput, compile, concurrency, learning, tests)" >&2
+       exit 2 ;;
+  esac
+  if [ "$part" = learning ] && [ ! -d "$sample/cifar-10-batches-py" ]; then
+    echo "no CIFAR-10 sample at $sample/cifar-10-batches-py: set CIFAR_SAMPLE" >&2
+    exit 2
+  fi
+done
 command -v nvidia-smi >/dev/null || { echo "benchmarks/gpu.sh: needs a CUDA GPU (no nvidia-smi)" >&2; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'
-parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(throughput compile concurrency learning tests)
+
+status=0
 for part in "${parts[@]}"; do
   echo "== $part"
   case $part in
@@ -27,7 +41,6 @@ for part in "${parts[@]}"; do
     concurrency) "${bench[@]}" --model resnet20,se_resnet18 --concurrency 1,2,4 ;;
     learning) python cli.py check-fast-path --data-dir "$sample" --seeds 5 --device cuda ;;
     tests) python -m pytest -q -m gpu tests/search/test_fast_path.py tests/search/test_bench.py ;;
-    *) echo "unknown part '$part' (throughput, compile, concurrency, learning, tests)" >&2
-       exit 2 ;;
-  esac
+  esac || { status=$?; echo "== $part failed (exit $status)"; }
 done
+exit $status

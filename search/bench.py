@@ -7,6 +7,7 @@ A benchmark, not a test: it prints figures and asserts nothing about them.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,8 @@ from search.train import build_model, peak_memory_mb, resolve_device, train_one
 from search.workers import threads_per_process
 
 # Dense bf16 tensor-core peaks (FLOP/s, vendor datasheets) for the model FLOP utilisation
-# estimate, matched against torch.cuda.get_device_name in this order (PCIe/NVL before SXM).
+# estimate, matched as whole words against torch.cuda.get_device_name in this order
+# (PCIe/NVL before SXM). A GPU not listed (an A10G, say) gets no MFU rather than a wrong one.
 BF16_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
                    ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12),
                    ("L4", 121e12), ("A10", 125e12))
@@ -60,7 +62,8 @@ def _synthetic(n: int) -> data_mod.Dataset:
 
 @dataclass(frozen=True)
 class Span:
-    """Images trained between two wall-clock times (``time.time()``, seconds)."""
+    """Images trained between two times of the machine-wide monotonic clock
+    (``time.monotonic()``, seconds: comparable across processes on one machine)."""
 
     images: int
     start: float
@@ -68,9 +71,9 @@ class Span:
 
 
 def aggregate_images_per_s(spans: list[Span]) -> float:
-    """All spans' images over the window from the first start to the last end: processes
-    are credited only for the time they actually ran side by side, never for the sum of
-    rates measured at different moments."""
+    """All spans' images over the window from the first start to the last end. Processes
+    are never credited with the sum of rates measured at different moments; a straggler
+    that finishes alone lengthens the window, so the figure is a lower bound."""
     window = max(s.end for s in spans) - min(s.start for s in spans)
     return sum(s.images for s in spans) / window
 
@@ -91,7 +94,7 @@ def measure_ours(cfg: TrialConfig, steps: int, timed_epochs: int = 2,
     def on_epoch(stats) -> None:
         if stats.epoch == 1 and ready is not None:
             ready.wait()
-        times.append(time.time())  # the epoch's metrics were just synced to the host
+        times.append(time.monotonic())  # the epoch's metrics were just synced to the host
 
     train_one(cfg.with_overrides({"optim.epochs": 1 + timed_epochs}), td, on_epoch)
     images = timed_epochs * steps * cfg.optim.batch_size
@@ -162,11 +165,16 @@ def train_flops_per_image(cfg: TrialConfig) -> float:
     return counter.get_total_flops() / 2
 
 
+def bf16_peak_flops(gpu_name: str) -> float | None:
+    """The dense bf16 peak of the GPU called ``gpu_name``, or None when not listed."""
+    return next((peak for key, peak in BF16_PEAK_FLOPS
+                 if re.search(rf"\b{re.escape(key)}\b", gpu_name)), None)
+
+
 def device_peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in BF16_PEAK_FLOPS if key in name), None)
+    return bf16_peak_flops(torch.cuda.get_device_name(device))
 
 
 def _sync(device: torch.device) -> None:
@@ -190,21 +198,25 @@ def run_bench(model: str, batch_size: int = 512, device: str = "auto", steps: in
 def _concurrent_worker(args: tuple) -> Span:
     cfg_flat, steps, threads, ready = args
     torch.set_num_threads(threads)  # as a search's worker processes do (OMP_NUM_THREADS)
-    return measure_ours(TrialConfig.from_flat(cfg_flat), steps, ready=ready)[0]
+    try:
+        return measure_ours(TrialConfig.from_flat(cfg_flat), steps, ready=ready)[0]
+    except BaseException:
+        ready.abort()  # the others stop waiting for this process at once
+        raise
 
 
 def concurrent_throughput(model: str, batch_size: int, device: str, steps: int,
-                          processes: int, model_args: dict | None = None) -> float:
+                          processes: int, compile: bool = False,
+                          model_args: dict | None = None) -> float:
     """Aggregate training images/s of ``processes`` worker processes training the same
     model side by side on one device (several small trials per GPU)."""
     import multiprocessing as mp
 
-    cfg = bench_config(model, batch_size, device, model_args=model_args)
+    cfg = bench_config(model, batch_size, device, compile=compile, model_args=model_args)
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     with ctx.Manager() as manager:
-        # With a timeout, a process that crashed before the barrier fails the others
-        # instead of leaving them waiting forever.
-        ready = manager.Barrier(processes, timeout=900)
+        # The timeout bounds the wait if a process dies without reaching the barrier.
+        ready = manager.Barrier(processes, timeout=300)
         with ctx.Pool(processes) as pool:
             work = (cfg.to_flat(), steps, threads_per_process(processes), ready)
             spans = pool.map(_concurrent_worker, [work] * processes)

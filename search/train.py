@@ -117,14 +117,17 @@ FAST_PATH_DEVICES = frozenset({"cuda"})
 
 # Compiled models of this worker process, per architecture: torch.compile costs minutes on
 # a GPU, so a search compiles each architecture once and reuses the graph across trials.
-# Least recently used first; bounded, since every entry holds a model on the device.
+# (Recent dynamo also reuses a graph for a new module whose guards match; the cache makes
+# reuse independent of that.) Least recently used first; bounded, since every entry holds
+# a model on the device.
 _COMPILED: OrderedDict[tuple, tuple[torch.nn.Module, torch.nn.Module]] = OrderedDict()
 _COMPILED_MAX = 8
 
 # Dynamo compiles a new graph for every distinct architecture, batch size or dropout value
-# it meets and, past its default limit of 8 per function, silently runs the rest of the
-# search eagerly. A search meets many more.
+# it meets and, past its default limits (8 per function, 256 in all), silently trains the
+# rest of the search eagerly. A long search meets many more.
 _RECOMPILE_LIMIT = 256
+_ACCUMULATED_RECOMPILE_LIMIT = 4096
 
 
 def _model_for(cfg: TrialConfig, num_classes: int, device: torch.device,
@@ -150,9 +153,14 @@ def _model_for(cfg: TrialConfig, num_classes: int, device: torch.device,
 
 def _raise_recompile_limit() -> None:
     config = torch._dynamo.config
-    # older torch releases name it cache_size_limit
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    setattr(config, name, max(getattr(config, name), _RECOMPILE_LIMIT))
+    # older torch releases name them cache_size_limit and accumulated_cache_size_limit
+    for new_name, old_name, limit in (
+            ("recompile_limit", "cache_size_limit", _RECOMPILE_LIMIT),
+            ("accumulated_recompile_limit", "accumulated_cache_size_limit",
+             _ACCUMULATED_RECOMPILE_LIMIT)):
+        name = new_name if hasattr(config, new_name) else old_name
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), limit))
 
 
 def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device

@@ -90,5 +90,13 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def cuda_path_on_cpu(monkeypatch):
+    """Run the CUDA code path (bf16 autocast + channels_last) on the CPU."""
+    from search import train
+
+    monkeypatch.setattr(train, "FAST_PATH_DEVICES", frozenset({"cuda", "cpu"}))

@@ -2,12 +2,14 @@
 aggregated, and the command's table. The figures themselves are benchmarks, not tested."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from click.testing import CliRunner
 
 from cli import main
-from search.bench import (Span, aggregate_images_per_s, bench_config, measure_ours,
-                          train_flops_per_image)
+from search.bench import (Span, aggregate_images_per_s, bench_config, bf16_peak_flops,
+                          measure_ours, train_flops_per_image)
 
 
 def test_side_by_side_spans_add_up():
@@ -22,11 +24,32 @@ def test_spans_at_different_times_are_not_credited_as_concurrent():
     assert aggregate_images_per_s(spans) == 500.0
 
 
+class _Ready:
+    """Stands in for the processes' barrier: notes when it is waited on."""
+
+    def __init__(self) -> None:
+        self.waited: list[float] = []
+
+    def wait(self) -> None:
+        self.waited.append(time.monotonic())
+
+
 def test_measure_ours_times_only_the_epochs_after_warm_up():
     cfg = bench_config("improved_cnn", 16, "cpu", model_args={"width": 0.25})
-    span, peak_mb = measure_ours(cfg, steps=3, timed_epochs=2)
-    assert span.images == 2 * 3 * 16
-    assert span.end > span.start and peak_mb > 0
+    ready = _Ready()
+    before = time.monotonic()
+    span, peak_mb = measure_ours(cfg, steps=3, timed_epochs=2, ready=ready)
+    assert span.images == 2 * 3 * 16 and peak_mb > 0
+    # The barrier is waited on once, after the warm-up epoch, and timing starts after it.
+    assert len(ready.waited) == 1 and before < ready.waited[0] <= span.start < span.end
+
+
+def test_mfu_peaks_match_whole_gpu_names_only():
+    assert bf16_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bf16_peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert bf16_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bf16_peak_flops("NVIDIA L40S") == 362e12
+    assert bf16_peak_flops("NVIDIA A10G") is None  # not an A10: no MFU rather than a wrong one
 
 
 def test_training_flops_of_resnet20_match_its_size():
@@ -36,10 +59,12 @@ def test_training_flops_of_resnet20_match_its_size():
     assert 0.2e9 < flops < 0.3e9
 
 
-def test_bench_command_prints_both_tables():
-    result = CliRunner().invoke(main, ["bench", "--model", "improved_cnn", "--width", "0.25",
-                                       "--batch-size", "16", "--steps", "2", "--device", "cpu",
-                                       "--concurrency", "1,2"])
+BENCH = ["bench", "--model", "improved_cnn", "--width", "0.25", "--batch-size", "16",
+         "--steps", "2", "--device", "cpu"]
+
+
+def test_bench_command_prints_ours_against_the_reference():
+    result = CliRunner().invoke(main, BENCH)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     header = next(line for line in lines if line.startswith("model "))
@@ -47,9 +72,16 @@ def test_bench_command_prints_both_tables():
         assert column in header
     row = next(line for line in lines if line.startswith("improved_cnn  cpu"))
     assert row.split()[-1] == "-"  # no MFU on a CPU: there is no bf16 peak to divide by
-    concurrency = lines[lines.index(next(x for x in lines if x.startswith("aggregate"))) + 1:]
-    assert concurrency[0].split() == ["model", "N=1", "N=2"]
-    assert concurrency[2].startswith("improved_cnn") and "(1.00x)" in concurrency[2]
+
+
+def test_bench_concurrency_prints_aggregate_throughput():
+    result = CliRunner().invoke(main, [*BENCH, "--concurrency", "1,2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("aggregate"))) + 1:]
+    assert table[0].split() == ["model", "N=1", "N=2"]
+    assert table[2].startswith("improved_cnn") and "(1.00x)" in table[2]
+    assert not any("reference" in line for line in lines)
 
 
 @pytest.mark.gpu

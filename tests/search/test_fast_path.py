@@ -2,17 +2,19 @@
 channels_last), and compiled models reused across trials.
 
 The CPU tests run the CUDA code path by widening ``FAST_PATH_DEVICES`` and count host syncs
-with a TorchFunctionMode, which sees every tensor method call; the ``gpu`` tests check the
-same on a real GPU and are skipped on machines without one.
+with a TorchFunctionMode (every tensor method call) and a TorchDispatchMode (every ATen op);
+the ``gpu`` tests check the same on a real GPU and are skipped on machines without one.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
 
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from search import data
 from search import train as train_mod
@@ -23,10 +25,17 @@ TINY = {"data.dataset": "synthetic", "data.synthetic_size": 400, "data.synthetic
         "model.name": "improved_cnn", "model.width": 0.25, "optim.epochs": 2,
         "optim.batch_size": 45, "optim.lr": 0.05, "aug.preset": "full", "runtime.device": "cpu"}
 
-# Tensor methods that make the host wait for the device and copy to the host. (``.to()`` is
-# left out: on a CPU, ``.to(device)`` and ``.to("cpu")`` cannot be told apart.)
-HOST_SYNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu",
-              "numpy", "nonzero", "_local_scalar_dense"}
+# Calls that make the host wait for the device. Tensor methods that read values on the
+# host, seen by a TorchFunctionMode (``.to()`` is left out: on a CPU, ``.to(device)`` and
+# ``.to("cpu")`` cannot be told apart) ...
+HOST_READS = {"tolist", "numpy", "cpu"}
+# ... and ATen ops whose output size or value the host must know, seen by a
+# TorchDispatchMode (``.item()``, ``bool(t)``, boolean-mask indexing, nonzero, unique).
+aten = torch.ops.aten
+SYNCING_OPS = {aten._local_scalar_dense.default, aten.nonzero.default,
+               aten.masked_select.default, aten._unique2.default, aten.unique_dim.default,
+               aten.unique_consecutive.default, aten.repeat_interleave.Tensor}
+MASK_INDEXING_OPS = {aten.index.Tensor, aten.index_put_.default, aten.index_put.default}
 
 
 def _cfg(**flat) -> TrialConfig:
@@ -39,36 +48,49 @@ def _holdout(cfg: TrialConfig, device: str = "cpu") -> data.TrainData:
     return data.holdout_data(ds, cfg.data.val_fraction, cfg.data.seed, 0, device)
 
 
-class HostSyncCounter(TorchFunctionMode):
-    """Counts calls of ``HOST_SYNCS`` methods."""
-
-    def __init__(self) -> None:
+class _MethodSpy(TorchFunctionMode):
+    def __init__(self, calls: list[str]) -> None:
         super().__init__()
-        self.calls: list[str] = []
+        self.calls = calls
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in HOST_SYNCS:
+        if getattr(func, "__name__", "") in HOST_READS:
             self.calls.append(func.__name__)
         return func(*args, **(kwargs or {}))
+
+
+class _OpSpy(TorchDispatchMode):
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in SYNCING_OPS or (func in MASK_INDEXING_OPS and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])):
+            self.calls.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def count_host_syncs():
+    """Yields the list of host-syncing calls made inside the block."""
+    calls: list[str] = []
+    with _MethodSpy(calls), _OpSpy(calls):
+        yield calls
 
 
 def _host_syncs(cfg: TrialConfig) -> tuple[int, int]:
     """(host syncs of a whole train_one call, its steps per epoch)."""
     td = _holdout(cfg)
-    with HostSyncCounter() as counter:
+    with count_host_syncs() as calls:
         train_one(cfg, td)
-    return len(counter.calls), td.train_x.shape[0] // cfg.optim.batch_size
-
-
-@pytest.fixture
-def cuda_path_on_cpu(monkeypatch):
-    monkeypatch.setattr(train_mod, "FAST_PATH_DEVICES", frozenset({"cuda", "cpu"}))
+    return len(calls), td.train_x.shape[0] // cfg.optim.batch_size
 
 
 @pytest.mark.parametrize("fast_path", [False, True], ids=["cpu-path", "cuda-path"])
-def test_host_syncs_do_not_grow_with_steps_per_epoch(fast_path, monkeypatch):
+def test_host_syncs_do_not_grow_with_steps_per_epoch(fast_path, request):
     if fast_path:
-        monkeypatch.setattr(train_mod, "FAST_PATH_DEVICES", frozenset({"cuda", "cpu"}))
+        request.getfixturevalue("cuda_path_on_cpu")
     few, few_steps = _host_syncs(_cfg(**{"optim.batch_size": 180}))
     many, many_steps = _host_syncs(_cfg(**{"optim.batch_size": 45, "optim.grad_clip": 1.0}))
     assert (few_steps, many_steps) == (2, 8)
@@ -117,10 +139,12 @@ def eager_compile(monkeypatch):
 def test_compiled_model_is_reused_across_trials_with_fresh_weights(eager_compile):
     cfg = _cfg(**{"runtime.compile": True, "aug.preset": "none"})
     train_one(cfg, _holdout(cfg))
-    assert len(eager_compile["compiled"]) == 1 and eager_compile["graphs"] >= 1
+    graphs = eager_compile["graphs"]
+    assert len(eager_compile["compiled"]) == 1 and graphs >= 1
     second = cfg.with_overrides({"runtime.seed": 1})
     reused = train_one(second, _holdout(cfg))
-    assert len(eager_compile["compiled"]) == 1  # same architecture: no second compile
+    # Same architecture: no second compile, and no graph traced again.
+    assert len(eager_compile["compiled"]) == 1 and eager_compile["graphs"] == graphs
     # The reused module starts from seed 1's initial weights, not from the first trial's
     # trained ones: its run matches a fresh uncompiled run of seed 1.
     fresh = train_one(second.with_overrides({"runtime.compile": False}), _holdout(cfg))
@@ -135,7 +159,9 @@ def test_many_architectures_keep_compiling_and_the_cache_stays_bounded(eager_com
                                                                          monkeypatch):
     # Dynamo's own limit set low, as if the search had already met that many graphs: past
     # it dynamo would quietly train the remaining trials eagerly.
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    config = torch._dynamo.config
+    monkeypatch.setattr(config, "recompile_limit" if hasattr(config, "recompile_limit")
+                        else "cache_size_limit", 2)
     monkeypatch.setattr(train_mod, "_COMPILED_MAX", 2)
     dropouts = [0.0, 0.1, 0.2, 0.3]
     graphs = []
@@ -164,6 +190,7 @@ def _cuda_syncs(cfg: TrialConfig) -> int:
 
 @pytest.mark.gpu
 def test_cuda_epoch_loop_syncs_once_per_epoch_not_per_step():
+    _cuda_syncs(_cfg(**{"runtime.device": "cuda"}))  # one-off syncs of CUDA's first use
     few = _cuda_syncs(_cfg(**{"runtime.device": "cuda", "optim.batch_size": 180}))
     many = _cuda_syncs(_cfg(**{"runtime.device": "cuda", "optim.batch_size": 45,
                                "optim.grad_clip": 1.0}))
@@ -181,10 +208,15 @@ def test_cuda_bf16_and_fp32_both_learn():
 
 @pytest.mark.gpu
 def test_cuda_compiled_trials_reuse_the_graph(monkeypatch):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
     monkeypatch.setattr(train_mod, "_COMPILED", OrderedDict())
     cfg = _cfg(**{"runtime.device": "cuda", "runtime.compile": True, "optim.epochs": 3,
                   "aug.preset": "none"})
     first = train_one(cfg, _holdout(cfg, "cuda"))
+    graphs = counters["stats"]["unique_graphs"]
     second = train_one(cfg.with_overrides({"runtime.seed": 1}), _holdout(cfg, "cuda"))
+    assert graphs > 0 and counters["stats"]["unique_graphs"] == graphs  # nothing recompiled
     assert len(train_mod._COMPILED) == 1
     assert first.final.accuracy > 0.5 and second.final.accuracy > 0.5

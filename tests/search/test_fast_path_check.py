@@ -7,7 +7,6 @@ from click.testing import CliRunner
 from cli import main
 from search import data
 from search import stats
-from search import train as train_mod
 from search.config import TrialConfig
 from search.fast_path_check import FAST, FP32, ArmRun, FastPathCheck, check_fast_path
 
@@ -20,8 +19,7 @@ def _dataset() -> data.Dataset:
     return data.load("synthetic", synthetic_size=400, synthetic_classes=4)
 
 
-def test_arms_are_paired_by_seed_and_differ_where_the_fast_path_applies(monkeypatch):
-    monkeypatch.setattr(train_mod, "FAST_PATH_DEVICES", frozenset({"cuda", "cpu"}))
+def test_arms_are_paired_by_seed_and_differ_where_the_fast_path_applies(cuda_path_on_cpu):
     outcome = check_fast_path(TrialConfig.from_flat(TINY), _dataset(), [0, 1, 2])
     assert [(r.seed, r.arm) for r in outcome.runs] == [
         (s, arm) for s in (0, 1, 2) for arm in (FAST, FP32)]
@@ -51,8 +49,7 @@ def test_runs_that_did_not_learn_are_named():
     assert outcome.not_learning() == [flat, guessing]
 
 
-def test_command_prints_each_run_and_the_paired_verdict(monkeypatch):
-    monkeypatch.setattr(train_mod, "FAST_PATH_DEVICES", frozenset({"cuda", "cpu"}))
+def test_command_prints_each_run_and_the_paired_verdict(cuda_path_on_cpu):
     args = ["check-fast-path", "--dataset", "synthetic", "--model", "improved_cnn",
             "--seeds", "2", "--epochs", "3", "--device", "cpu"]
     for key in ("data.synthetic_size", "data.synthetic_classes", "model.width",
