@@ -201,6 +201,7 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
     from search import engine
     from search.config import parse_assignments
     from search.display import pct
+    from search.interrupts import GRACE_S, exit_within
     from search.storage import storage_label
     from search.study import load_study
     from search.workers import WORKER_ENV
@@ -211,6 +212,9 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
                                    overrides=parse_assignments(assignments),
                                    max_consecutive_failures=max_failures, heartbeat=heartbeat)
     target = n_trials or spec.n_trials
+    # Ctrl-C and SIGTERM (a scheduler preempting the job) end the command within a bounded
+    # time: the worker's clean-up gets GRACE_S, the parent of --workers a little more.
+    exit_within(GRACE_S + 2 if workers > 1 or gpus else GRACE_S)
     if workers > 1 or gpus:
         _run_workers(spec, options, workers, gpus, trials_per_gpu, no_retrain)
         return
@@ -232,12 +236,15 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
         c = e.counts
         what = {"COMPLETE": f"complete, {spec.metric} {fmt(spec.metric, e.value)}",
                 "PRUNED": "pruned", "FAIL": f"FAILED ({e.reason})"}.get(e.state, e.state)
-        click.echo(f"{prefix}trial {e.trial} {what}   best {fmt(spec.metric, e.best)}   "
+        retry = f" (retry of {e.retry_of})" if e.retry_of is not None else ""
+        click.echo(f"{prefix}trial {e.trial}{retry} {what}   best {fmt(spec.metric, e.best)}   "
                    f"[{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed]")
 
-    _exit_130_on_signals()
     try:
-        outcome = engine.run_search(spec, options, on_epoch, on_trial)
+        outcome = engine.run_search(
+            spec, options, on_epoch, on_trial,
+            lambda running: click.echo(f"{prefix}waiting for {running} running trial(s) of "
+                                       f"other workers: the target is reached if they finish"))
     except KeyboardInterrupt:
         click.echo(f"{prefix}interrupted: the running trial is marked FAIL (interrupted); "
                    f"rerun the same command to continue", err=True)
@@ -251,16 +258,6 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
     if not no_retrain:
         _retrain_and_print(spec, outcome.study, outcome.parent_run_id, None, None, data_dir,
                            device)
-
-
-def _exit_130_on_signals() -> None:
-    """SIGTERM (a scheduler preempting the job) is handled like Ctrl-C."""
-    import signal
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _run_workers(spec, options, workers: int, gpus: str | None, trials_per_gpu: int,

@@ -6,8 +6,10 @@
 - Journal storages have no Optuna heartbeat, so each running trial records its worker
   (host, pid) and a heartbeat timestamp; a RUNNING trial whose process is gone (same
   host) or whose last heartbeat is ``GRACE_BEATS`` intervals old is marked FAIL ("worker lost") and
-  its parameters are enqueued once more. RDB storages use Optuna's own heartbeat with
-  ``RetryHeartbeatStaleTrialCallback`` instead (see ``search.storage``).
+  its parameters are enqueued once more. RDB storages use Optuna's own heartbeat instead,
+  with ``retry_lost_trial`` as its stale-trial callback (see ``search.storage``).
+- A retry is the one intended repeat of a configuration: on every storage it carries the
+  user attribute ``RETRY_ATTR`` (the lost trial's number), and a retry is not retried again.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from optuna.trial import TrialState
 
 HEARTBEAT_S = 20.0     # default: how often a running trial's worker says it is alive
 GRACE_BEATS = 3        # missed heartbeats after which a running trial counts as lost
+RETRY_ATTR = "retry_of"  # user attribute of a retry: the number of the lost trial it reruns
 HOST = socket.gethostname()
 
 
@@ -166,14 +169,21 @@ def fail_lost_trials(study: optuna.Study, grace: float) -> list[tuple[int, str]]
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished after all
         failed.append((trial.number, reason))
-        if "retry_of" not in trial.user_attrs:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        retry_lost_trial(study, trial)
     return failed
+
+
+def retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Enqueue a lost trial's parameters once more, marked with ``RETRY_ATTR``; a retry
+    that is lost in turn is not retried again. Also Optuna's stale-trial callback on RDB
+    storages, so that both storages mark retries the same way."""
+    if RETRY_ATTR not in trial.user_attrs and trial.params:
+        study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
 
 
 def fail_stale_rdb_trials(study: optuna.Study) -> list[tuple[int, str]]:
     """Optuna's own stale-trial check for RDB storages (its heartbeat); the storage's
-    ``RetryHeartbeatStaleTrialCallback`` enqueues each failed trial's parameters again."""
+    stale-trial callback (``retry_lost_trial``) enqueues each failed trial's parameters again."""
     running = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if not running:
         return []

@@ -25,14 +25,14 @@ import torch
 from optuna.trial import TrialState
 
 from search import run as run_mod
-from search.claims import (GRACE_BEATS, HEARTBEAT_S, ClaimLock, Heartbeat, fail_lost_trials,
-                           fail_stale_rdb_trials, rdb_storage)
+from search.claims import (GRACE_BEATS, HEARTBEAT_S, RETRY_ATTR, ClaimLock, Heartbeat,
+                           fail_lost_trials, fail_stale_rdb_trials, rdb_storage)
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
 from search.space import suggest
 from search.storage import journal_path, open_storage, state_counts, storage_label
-from search.study import StudySpec, make_pruner, make_sampler
-from search.tracking import STATE_TAG, TRIAL_TAG, Tracker
+from search.study import StudySpec, make_pruner, study_sampler
+from search.tracking import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
 from search.train import EpochStats, NonFiniteLossError
 
 # We print our own progress and keep failed trials' tracebacks in MLflow, so Optuna's
@@ -72,6 +72,7 @@ class TrialEvent:
     best: float | None
     counts: dict[str, int]
     params: dict[str, Any]
+    retry_of: int | None = None      # the lost trial this one reruns (the one intended repeat)
 
 
 @dataclass
@@ -113,11 +114,11 @@ def open_study(spec: StudySpec, storage_url: str | None, *, create: bool = True,
     if not create:
         try:
             return optuna.load_study(study_name=spec.name, storage=storage,
-                                     sampler=make_sampler(spec), pruner=make_pruner(spec))
+                                     sampler=study_sampler(spec), pruner=make_pruner(spec))
         except KeyError:
             raise ConfigError("no trials yet: run `cli.py search` first", key="study",
                               value=spec.name) from None
-    return optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+    return optuna.create_study(study_name=spec.name, storage=storage, sampler=study_sampler(spec),
                                pruner=make_pruner(spec), direction=spec.direction,
                                load_if_exists=True)
 
@@ -138,9 +139,12 @@ def best_value(study: optuna.Study) -> float | None:
 
 def run_search(spec: StudySpec, options: SearchOptions,
                on_epoch: Callable[[EpochEvent], None] = lambda e: None,
-               on_trial: Callable[[TrialEvent], None] = lambda e: None) -> SearchOutcome:
+               on_trial: Callable[[TrialEvent], None] = lambda e: None,
+               on_wait: Callable[[int], None] = lambda running: None) -> SearchOutcome:
     """Run the study until ``n_trials`` trials are COMPLETE or PRUNED (counting those of
-    earlier runs and of other workers), or until the timeout."""
+    earlier runs and of other workers), or until the timeout. While the trials that other
+    workers are running would reach the target, wait for them (``on_wait(running)`` when
+    the wait begins): one that is lost is retried here."""
     overrides = dict(options.overrides)
     if options.device:
         overrides["runtime.device"] = options.device
@@ -161,6 +165,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
 
     journal = rdb_storage(study) is None  # no Optuna heartbeat: ours (search.claims)
     claim = ClaimLock(study, claim_lock_path(spec.name, options.storage))
+    ending: dict[int, tuple[str, str | None]] = {}  # trial number -> (its run id, reason)
 
     def objective(trial: optuna.Trial) -> float:
         claim.release()  # the trial exists now: other workers may claim theirs
@@ -168,8 +173,10 @@ def run_search(spec: StudySpec, options: SearchOptions,
             return run_trial(trial)
 
     def run_trial(trial: optuna.Trial) -> float:
-        run_id = tracker.start_child(parent_id, "trial", f"trial-{trial.number}",
-                                     {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"})
+        tags = {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}
+        if RETRY_ATTR in trial.user_attrs:
+            tags[RETRY_TAG] = trial.user_attrs[RETRY_ATTR]
+        run_id = tracker.start_child(parent_id, "trial", f"trial-{trial.number}", tags)
         trial.set_user_attr("mlflow_run_id", run_id)
         cfg = None
         try:
@@ -178,7 +185,9 @@ def run_search(spec: StudySpec, options: SearchOptions,
             tracker.log_params(run_id, cfg)
             result = run_mod.validate(cfg, dataset, reporter(trial, cfg, run_id))
         except optuna.TrialPruned as exc:
-            tracker.end(run_id, "KILLED", str(exc), {STATE_TAG: "PRUNED"})
+            # the run ends once Optuna has stored the state (after_trial), so that a worker
+            # killed in between leaves a RUNNING run that close_orphan_runs settles
+            ending[trial.number] = (run_id, str(exc))
             raise
         except BaseException as exc:
             reason = _failure_reason(exc, cfg)
@@ -199,7 +208,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
         tracker.log_metrics(run_id, {"objective": value, "objective_std": std,
                                      "n_params": result.folds[0].n_params,
                                      "train_seconds": sum(r.train_seconds for r in result.folds)})
-        tracker.end(run_id, "FINISHED", None, {STATE_TAG: "COMPLETE"})
+        ending[trial.number] = (run_id, None)
         return value
 
     def reporter(trial: optuna.Trial, cfg: TrialConfig, run_id: str):
@@ -222,15 +231,19 @@ def run_search(spec: StudySpec, options: SearchOptions,
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal consecutive_failures
+        if trial.number in ending:
+            run_id, reason = ending.pop(trial.number)
+            end_trial_run(tracker, run_id, trial.state, reason)
         on_trial(TrialEvent(trial.number, trial.state.name, trial.value,
                             trial.user_attrs.get("fail_reason"), best_value(study),
-                            state_counts(study), dict(trial.params)))
+                            state_counts(study), dict(trial.params),
+                            trial.user_attrs.get(RETRY_ATTR)))
         consecutive_failures = consecutive_failures + 1 if trial.state == TrialState.FAIL else 0
 
     if spec.sampler == "grid":  # the grid sampler repeats points once the grid is exhausted
         target = min(target, spec.space_size() or target)
     deadline = None if timeout is None else time.monotonic() + timeout
-    ran, parent_status = 0, "FAILED"
+    ran, parent_status, waiting = 0, "FAILED", False
     try:
         while deadline is None or time.monotonic() < deadline:
             with claim:  # count + create the next trial atomically across workers
@@ -241,10 +254,23 @@ def run_search(spec: StudySpec, options: SearchOptions,
                                         state_counts(study), {}))
                 close_orphan_runs(study, tracker)
                 counts = state_counts(study)
-                if counts["complete"] + counts["pruned"] + counts["running"] >= target:
+                done = counts["complete"] + counts["pruned"]
+                if done >= target:
                     break
-                study.optimize(objective, n_trials=1, callbacks=[after_trial],
-                               catch=(Exception,), gc_after_trial=False)
+                # The target is covered only if the running trials finish. Their workers may
+                # be dead and not yet found out (a stale heartbeat takes GRACE_BEATS beats):
+                # wait and look again rather than leave the study short by the lost trials.
+                wait = done + counts["running"] >= target
+                if not wait:
+                    study.optimize(objective, n_trials=1, callbacks=[after_trial],
+                                   catch=(Exception,), gc_after_trial=False)
+            if wait:
+                if not waiting:
+                    on_wait(counts["running"])
+                waiting = True
+                time.sleep(min(5.0, max(0.5, options.heartbeat / 2)))
+                continue
+            waiting = False
             ran += 1
             if consecutive_failures >= options.max_consecutive_failures:
                 last = study.trials[-1].user_attrs.get("fail_reason")
@@ -256,7 +282,8 @@ def run_search(spec: StudySpec, options: SearchOptions,
         parent_status = "KILLED"
         raise
     finally:
-        write_study_plots(study, tracker, parent_id)
+        if parent_status != "KILLED":  # an interrupted worker has seconds, not a plot's time
+            write_study_plots(study, tracker, parent_id)
         tracker.client.set_terminated(parent_id, status=parent_status)
     return SearchOutcome(study, parent_id, target, ran)
 
@@ -266,19 +293,32 @@ def claim_lock_path(study_name: str, storage_url: str | None) -> Path | None:
     if storage_url is None:
         return journal_path(study_name).with_suffix(".lock")
     if storage_url.startswith("sqlite:///"):
-        return Path(storage_url[len("sqlite:///"):] + f".{study_name}.lock")
+        return Path(storage_url[len("sqlite:///"):] + f".{study_name}.lock").resolve()
     return None
 
 
+# how a trial's MLflow run ends, by the trial's final Optuna state
+RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
+              TrialState.FAIL: "FAILED"}
+
+
+def end_trial_run(tracker: Tracker, run_id: str, state: TrialState, reason: str | None) -> None:
+    tracker.end(run_id, RUN_STATUS[state], reason, {STATE_TAG: state.name})
+
+
 def close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
-    """MLflow runs still RUNNING for trials that are no longer running (a killed worker's,
-    failed by the heartbeat check) end FAILED with the trial's reason."""
+    """MLflow runs still RUNNING for trials that are finished end as their trial did: a
+    worker killed after Optuna stored the trial's state but before the run was closed, or a
+    lost worker's trial failed by the heartbeat check (FAILED, with the trial's reason)."""
     states = {t.number: t for t in study.get_trials(deepcopy=False)}
     for run in tracker.find_runs("trial", "attributes.status = 'RUNNING'"):
         trial = states.get(int(run.data.tags.get(TRIAL_TAG, -1)))
-        if trial is not None and trial.state == TrialState.FAIL:
+        if trial is None or trial.state not in RUN_STATUS:
+            continue
+        reason = None
+        if trial.state == TrialState.FAIL:
             reason = trial.user_attrs.get("fail_reason") or "worker lost (stale heartbeat)"
-            tracker.end(run.info.run_id, "FAILED", reason, {STATE_TAG: "FAIL"})
+        end_trial_run(tracker, run.info.run_id, trial.state, reason)
 
 
 def _release_memory() -> None:

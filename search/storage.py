@@ -1,16 +1,29 @@
 """Optuna storage: a journal file per study under ``mlruns/`` by default (several worker
 processes on one machine can share it; SQLite locks under concurrent writers), or any
-RDB URL (``sqlite:///...``, ``postgresql://...``) given with ``--storage``."""
+RDB URL (``sqlite:///...``, ``postgresql://...``) given with ``--storage``.
+
+The journal is written under a kernel file lock (``flock``) instead of Optuna's default
+symlink lock: the kernel releases it the moment its holder dies, however it dies, so a
+worker killed while writing never stops the others (Optuna's symlink lock waits 30 s
+before breaking a dead holder's lock, and spins forever when the journal path is
+relative). A line torn by a writer killed mid-write is cut off by the next writer.
+"""
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import warnings
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import optuna
 from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import BaseJournalFileLock  # not re-exported by Optuna
 from optuna.trial import TrialState
 
-from search.claims import GRACE_BEATS, HEARTBEAT_S
+from search.claims import GRACE_BEATS, HEARTBEAT_S, retry_lost_trial
 from search.errors import ConfigError
 from search.tracking import RUNS_DIR, mask_credentials
 
@@ -18,7 +31,81 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward
 
 
 def journal_path(study_name: str) -> Path:
-    return RUNS_DIR / f"{study_name}.journal"
+    """Absolute, so that every lock and link derived from it resolves the same way
+    whatever the worker's current directory."""
+    return (RUNS_DIR / f"{study_name}.journal").resolve()
+
+
+class FlockJournalLock(BaseJournalFileLock):
+    """An exclusive ``flock`` on ``<journal>.flock`` around each journal write.
+
+    The kernel drops the lock when the holder's file descriptor closes, including when the
+    process is killed, so there is no stale lock to detect and no grace period to wait out.
+    A blocked ``acquire`` is interruptible: Ctrl-C and SIGTERM reach the waiter at once.
+    Each acquire opens its own descriptor, so threads of one process exclude each other too.
+    """
+
+    def __init__(self, journal: Path) -> None:
+        self.path = Path(str(journal) + ".flock")
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+class JournalFile(JournalFileBackend):
+    """Optuna's journal file, locked with ``FlockJournalLock``, that repairs a torn tail.
+
+    A writer killed in the middle of its ``write`` can leave a last line without its
+    newline. Optuna's reader skips such a tail, but once another line is appended after it
+    every reader fails on the file ("Invalid log format"). The torn bytes were never
+    acknowledged to anyone (their writer died before returning), so the next writer, holding
+    the lock, cuts them off before appending.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path), lock_obj=FlockJournalLock(path))
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+        self._lock.acquire()
+        try:
+            with open(self._file_path, "rb+") as fh:
+                _cut_torn_tail(fh)
+                fh.write(text.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            self._lock.release()
+
+
+def _cut_torn_tail(fh: BinaryIO) -> None:
+    """Truncate the file after its last newline and leave ``fh`` at its end."""
+    size = fh.seek(0, os.SEEK_END)
+    end = size
+    while end > 0:
+        start = max(0, end - 4096)
+        fh.seek(start)
+        newline = fh.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end != size:
+        fh.truncate(end)
+    fh.seek(end)
 
 
 def storage_label(study_name: str, url: str | None) -> str:
@@ -39,18 +126,18 @@ def open_storage(study_name: str, url: str | None, *, create: bool = True,
             raise ConfigError("no trials yet: run `cli.py search --study NAME` first",
                               key="study", value=study_name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalStorage
 
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(JournalFile(path))
     try:
         # Optuna's heartbeat marks a dead worker's trial FAIL and the callback enqueues
-        # its parameters once more (the journal storage gets the same from search.claims).
+        # its parameters once more, marked as journal storages mark it (search.claims).
         with warnings.catch_warnings():  # both are marked experimental; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=max(1, round(heartbeat)),
                 grace_period=max(1, round(heartbeat * GRACE_BEATS)),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+                heartbeat_stale_trial_callback=retry_lost_trial)
     except Exception as exc:  # driver missing, server down, bad URL: one clear line
         hint = ""
         if isinstance(exc, ImportError) and url.startswith("postgresql"):

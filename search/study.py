@@ -23,6 +23,7 @@ import optuna
 
 from search.config import DATASETS, FLAT_KEYS, TrialConfig, coerce
 from search.errors import ConfigError, did_you_mean
+from search.sampler_seeds import TrialSeededSampler
 from search.space import grid_space
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
@@ -47,6 +48,8 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "wilcoxon": optuna.pruners.WilcoxonPruner,
     "none": optuna.pruners.NopPruner,
 }
+# Samplers whose seed fixes one sequence that all workers share (see study_sampler).
+SHARED_SEQUENCE_SAMPLERS = ("qmc", "grid")
 # Constructor arguments the study file may not set, and where they come from instead.
 RESERVED_ARGS = {"seed": "set it with study.seed",
                  "search_space": "the grid comes from [space]"}
@@ -244,17 +247,29 @@ def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudySpec:
 
 # sampler and pruner -----------------------------------------------------------------------
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded with ``spec.seed``."""
+def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with ``seed`` (default ``spec.seed``)."""
     cls = SAMPLERS[spec.sampler]
+    seed = spec.seed if seed is None else seed
     try:
         if spec.sampler == "grid":
-            return cls(search_space=grid_space(spec), seed=spec.seed)
-        return cls(seed=spec.seed, **spec.sampler_args)
+            return cls(search_space=grid_space(spec), seed=seed)
+        return cls(seed=seed, **spec.sampler_args)
     except (ValueError, TypeError) as exc:
         # values the signature check cannot judge (e.g. a negative count) land here
         raise ConfigError(f"{cls.__name__} rejected its arguments: {exc}", file=str(spec.path),
                           key="study.sampler_args", value=dict(spec.sampler_args)) from None
+
+
+def study_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The sampler a worker runs the study with: reseeded for every trial from (study seed,
+    trial number), so that parallel workers and resumed runs draw new points while one
+    uninterrupted worker stays reproducible. QMC and grid keep the study seed: every worker
+    must walk the same scrambled sequence, or the same shuffled grid, whose position the
+    storage keeps (a grid point's id is an index into the shuffle)."""
+    if spec.sampler in SHARED_SEQUENCE_SAMPLERS:
+        return make_sampler(spec)
+    return TrialSeededSampler(lambda seed: make_sampler(spec, seed), spec.seed)
 
 
 def pruner_kwargs(spec: StudySpec) -> dict[str, Any]:

@@ -30,6 +30,7 @@ STUDY_TAG = "cifar_search.study"
 TRIAL_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"
 REASON_TAG = "cifar_search.reason"
+RETRY_TAG = "cifar_search.retry_of"  # on a retry's run: the number of the lost trial it reruns
 
 
 def tracking_uri() -> str:
@@ -166,11 +167,14 @@ class Tracker:
         return self.find_runs("trial", extra)
 
     def best_trial_run(self, direction: str) -> Any | None:
-        """The COMPLETE trial run with the best objective value (read from MLflow)."""
-        order = "DESC" if direction == "maximize" else "ASC"
-        runs = self.find_runs("trial", f"tags.`{STATE_TAG}` = 'COMPLETE'",
-                              order_by=[f"metrics.objective {order}"], max_results=1)
-        return runs[0] if runs else None
+        """The COMPLETE trial run with the best objective value (read from MLflow); of
+        equal values the earliest trial, as Optuna's ``best_trial`` picks."""
+        sign = 1.0 if direction == "maximize" else -1.0
+        runs = [r for r in self.find_runs("trial", f"tags.`{STATE_TAG}` = 'COMPLETE'",
+                                          max_results=50000)
+                if "objective" in r.data.metrics]
+        return max(runs, default=None, key=lambda r: (sign * r.data.metrics["objective"],
+                                                      -int(r.data.tags[TRIAL_TAG])))
 
 
 def config_of(run: Any) -> TrialConfig:

@@ -63,12 +63,15 @@ def postgres_url():
 
 
 def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
-    (tmp_path / "res.toml").write_text(STUDY.replace("EPOCHS", "20").replace(
+    (tmp_path / "res.toml").write_text(STUDY.replace("EPOCHS", "5").replace(
         "n_trials = 3", "n_trials = 6"))
     args = [sys.executable, str(ROOT / "cli.py"), "search", "--study", str(tmp_path / "res.toml"),
             "--storage", postgres_url, "--no-retrain", "--heartbeat", "1"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    # the victim's trials cannot finish before it is killed; the others' are short
+    victim_args = [*args, "--set", "optim.epochs=100000"]
+    procs = [subprocess.Popen(a, cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for a in (victim_args, args, args)]
     victim = procs[0]
     deadline, killed = time.time() + 180, None
     while killed is None and time.time() < deadline:
@@ -94,9 +97,12 @@ def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
     assert len(finished(study)) == 6
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert study.trials[killed].state == TrialState.FAIL
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    # marked as on a journal storage, and the one repeat of a configuration
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == killed]
     assert len(retries) == 1 and retries[0].params == study.trials[killed].params
     assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    firsts = [tuple(t.params.items()) for t in finished(study) if "retry_of" not in t.user_attrs]
+    assert len(firsts) == len(set(firsts))
     runs = mlflow_trial_runs(tmp_path)
     assert [r.info.status for r in runs[killed]] == ["FAILED"]
     assert sorted(runs) == numbers

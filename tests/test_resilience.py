@@ -1,10 +1,15 @@
 """No lost work: real worker processes, real signals, a real journal storage and MLflow.
 
-A study of short CPU trials is killed (SIGKILL), interrupted (SIGINT) and run by three
-independent processes at once; each time the storage and MLflow must stay consistent."""
+A study of short CPU trials is killed (SIGKILL), interrupted (SIGINT, SIGTERM) and run by
+three independent processes at once; each time the storage and MLflow must stay consistent.
+A process that is to be signalled mid-trial runs a study whose trials cannot finish
+(``VICTIM_EPOCHS``), so that the signal never lands after the work is already done; the
+study file is then rewritten with short trials for the resumed run.
+"""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +21,9 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from resilience_helpers import ROOT, STUDY, env_for, finished, mlflow_trial_runs
+
+VICTIM_EPOCHS = 100_000  # a trial that is still running whenever the signal is sent
+
 
 def _study_file(work: Path, epochs: int, n_trials: int = 3) -> Path:
     path = work / "res.toml"
@@ -53,17 +61,51 @@ def _wait_for_running_trial(work: Path, proc: subprocess.Popen, timeout: float =
     raise AssertionError("no trial started running")
 
 
+def _hold_lock(work: Path, code: str) -> subprocess.Popen:
+    """A process that takes a lock the search needs (``code`` acquires it) and keeps it
+    until it is killed; returns once the lock is held."""
+    script = f"import time\n{code}\nprint('held', flush=True)\ntime.sleep(600)\n"
+    env = {**env_for(work), "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=work, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held", holder.communicate()
+    return holder
+
+
+HOLD_JOURNAL_LOCK = """from search.storage import open_storage
+open_storage("res", None)._backend._lock.acquire()"""
+HOLD_CLAIM_LOCK = """from search.claims import file_lock
+from search.engine import claim_lock_path
+claim = file_lock(claim_lock_path("res", None))  # kept referenced: held until the exit
+claim.__enter__()"""
+
+
+def _waiting_on_a_lock(pid: int) -> bool:
+    """True while ``pid`` is blocked on a file lock (the kernel lists it in /proc/locks)."""
+    return any(" -> " in f" {line} " and f" {pid} " in line
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+def _distinct_configs(study: optuna.Study) -> bool:
+    """No two finished trials share their parameters, apart from marked retries."""
+    firsts = [tuple(sorted(t.params.items())) for t in finished(study)
+              if "retry_of" not in t.user_attrs]
+    return len(firsts) == len(set(firsts))
+
+
 def test_kill_9_then_resume_retries_the_lost_trial_once(tmp_path):
-    _study_file(tmp_path, epochs=25)
+    _study_file(tmp_path, epochs=VICTIM_EPOCHS)
     proc = _start(tmp_path)
     killed = _wait_for_running_trial(tmp_path, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
+    _study_file(tmp_path, epochs=2)
     rerun = _start(tmp_path)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     assert f"trial {killed} FAILED (worker lost" in out
+    assert f"(retry of {killed}) complete" in out
 
     study = _study(tmp_path)
     lost = study.trials[killed]
@@ -72,17 +114,21 @@ def test_kill_9_then_resume_retries_the_lost_trial_once(tmp_path):
     assert len(retries) == 1 and retries[0].params == lost.params
     assert len(finished(study)) == 3
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    # the resumed process draws new points instead of repeating the first run's
+    assert _distinct_configs(study)
     runs = mlflow_trial_runs(tmp_path)
     assert [r.info.status for r in runs[killed]] == ["FAILED"]
     assert all(len(v) == 1 for v in runs.values())
+    assert runs[retries[0].number][0].data.tags["cifar_search.retry_of"] == str(killed)
 
 
-def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path):
-    _study_file(tmp_path, epochs=25)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path, signum):
+    _study_file(tmp_path, epochs=VICTIM_EPOCHS)
     proc = _start(tmp_path)
     interrupted = _wait_for_running_trial(tmp_path, proc)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
 
@@ -93,6 +139,7 @@ def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path):
     assert runs[interrupted][0].info.status == "FAILED"
     assert runs[interrupted][0].data.tags["cifar_search.reason"] == "interrupted"
 
+    _study_file(tmp_path, epochs=2)
     rerun = _start(tmp_path)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
@@ -117,6 +164,7 @@ def test_three_independent_processes_finish_exactly_n_trials(tmp_path, monkeypat
     study = _study(tmp_path)
     assert len(finished(study)) == 7 and len(study.trials) == 7
     assert sum(t.params["optim.lr"] == 0.1234 for t in study.trials) == 1
+    assert _distinct_configs(study)  # each process seeds its sampler per trial
     runs = mlflow_trial_runs(tmp_path)
     assert sorted(runs) == list(range(7)) and all(len(v) == 1 for v in runs.values())
     assert all(v[0].info.status == "FINISHED" for v in runs.values())
@@ -131,6 +179,129 @@ def test_workers_flag_runs_worker_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "starting 2 workers" in proc.stdout and "[worker 1]" in proc.stdout
     assert len(finished(_study(tmp_path))) == 4
+
+
+def test_a_worker_killed_holding_the_journal_lock_does_not_stop_the_study(tmp_path):
+    """A process dies (kill -9) while it holds the journal's write lock, exactly as a
+    worker killed mid-write does; the next search must still run to its end, at once."""
+    _study_file(tmp_path, epochs=1, n_trials=2)
+    holder = _hold_lock(tmp_path, HOLD_JOURNAL_LOCK)
+    holder.kill()
+    holder.wait()
+    proc = _start(tmp_path)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("search still waiting on the dead process's journal lock")
+    assert proc.returncode == 0, err
+    assert len(finished(_study(tmp_path))) == 2
+
+
+def test_a_line_torn_by_a_killed_writer_is_cut_off(tmp_path):
+    _study_file(tmp_path, epochs=1, n_trials=1)
+    first = _start(tmp_path)
+    assert first.wait(timeout=300) == 0
+    journal = tmp_path / "mlruns" / "res.journal"
+    lines_before = journal.read_bytes().count(b"\n")
+    with journal.open("ab") as fh:  # what a writer killed in the middle of write() leaves
+        fh.write(b'{"op_code":6,"worker_id":"dead","trial_id":0,"user_at')
+    _study_file(tmp_path, epochs=1, n_trials=2)
+    rerun = _start(tmp_path)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    study = _study(tmp_path)  # Optuna reads the whole file again: no torn line inside
+    assert len(finished(study)) == 2
+    assert journal.read_bytes().count(b"\n") > lines_before and b"dead" not in journal.read_bytes()
+
+
+def test_sigterm_while_waiting_for_the_claim_lock_exits_promptly(tmp_path):
+    _study_file(tmp_path, epochs=1, n_trials=2)
+    holder = _hold_lock(tmp_path, HOLD_CLAIM_LOCK)
+    try:
+        proc = _start(tmp_path)
+        deadline = time.time() + 120
+        while not _waiting_on_a_lock(proc.pid):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the worker"
+        assert proc.returncode == 130 and "Traceback" not in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not _study(tmp_path).trials  # it was waiting to create one: nothing half-made
+
+
+def test_sigterm_ends_a_worker_stuck_on_a_held_journal_lock_within_10s(tmp_path):
+    """The journal lock is held by a live, hung process while a trial runs: the worker can
+    neither report its epoch nor record its failure. SIGTERM must still end it within
+    10 s, and the next run must recover the trial it left RUNNING."""
+    _study_file(tmp_path, epochs=VICTIM_EPOCHS, n_trials=2)
+    proc = _start(tmp_path)
+    stuck = _wait_for_running_trial(tmp_path, proc)
+    holder = _hold_lock(tmp_path, HOLD_JOURNAL_LOCK)
+    try:
+        deadline = time.time() + 60
+        while not _waiting_on_a_lock(proc.pid):  # its next epoch report blocks on the lock
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the worker"
+        assert proc.returncode == 130, err
+    finally:
+        holder.kill()
+        holder.wait()
+    _study_file(tmp_path, epochs=1, n_trials=2)
+    rerun = _start(tmp_path)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    study = _study(tmp_path)
+    assert study.trials[stuck].state == TrialState.FAIL and len(finished(study)) == 2
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert all(r.info.status != "RUNNING" for v in mlflow_trial_runs(tmp_path).values()
+               for r in v)
+
+
+def _kill_and_restart_scenario(work: Path, rng: random.Random, *, workers: int = 3,
+                               kills: int = 5, n_trials: int = 8) -> None:
+    """3 workers on one journal; ``kills`` times a random one is killed (kill -9) at a
+    random moment and a new one started in its place; then one more run on its own."""
+    _study_file(work, epochs=3, n_trials=n_trials)
+    procs = [_start(work, "--heartbeat", "2") for _ in range(workers)]
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.5, 6.0))
+        victim = rng.randrange(workers)
+        procs[victim].kill()
+        procs[victim].communicate()
+        procs[victim] = _start(work, "--heartbeat", "2")
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    last = _start(work, "--heartbeat", "2")
+    _, err = last.communicate(timeout=600)
+    assert last.returncode == 0, err
+
+
+@pytest.mark.slow
+def test_three_workers_killed_at_random_moments_finish_exactly_n_trials(tmp_path):
+    seed = random.randrange(10**6)
+    print(f"random kill schedule seed: {seed}")  # shown when the test fails
+    _kill_and_restart_scenario(tmp_path, random.Random(seed))
+    study = _study(tmp_path)
+    assert len(finished(study)) == 8
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert _distinct_configs(study)
+    runs = mlflow_trial_runs(tmp_path)
+    assert all(r.info.status != "RUNNING" for v in runs.values() for r in v)
+    for t in finished(study):
+        assert [r.info.status for r in runs[t.number]] == [
+            "FINISHED" if t.state == TrialState.COMPLETE else "KILLED"]
 
 
 @pytest.mark.parametrize("args,env_extra,fragment", [

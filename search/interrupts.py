@@ -1,0 +1,45 @@
+"""Ctrl-C and SIGTERM end a worker within a bounded time, whatever it is waiting on.
+
+The first signal raises ``KeyboardInterrupt`` in the main thread, which unwinds the
+running trial cleanly (trial FAIL "interrupted", MLflow run FAILED, locks released): a
+blocking ``flock`` or sleep is interrupted at once, a torch operation at its end. Later
+signals are ignored so that they cannot break that clean-up half way (a terminal's Ctrl-C
+reaches a ``--workers`` parent and its workers together, and the parent passes it on once
+more). A watchdog bounds the clean-up: if it is still going after ``grace_s`` seconds (a
+lock held by a hung process, a stuck server), the process exits at once with the same
+code; its trial is then left RUNNING and the next run recovers it as lost (its process is
+gone), exactly as after ``kill -9``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+GRACE_S = 5.0          # a worker's clean-up after Ctrl-C / SIGTERM, at most
+EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
+
+
+def exit_within(grace_s: float = GRACE_S, code: int = EXIT_INTERRUPTED) -> None:
+    """Make SIGINT and SIGTERM raise ``KeyboardInterrupt`` once, then force an exit with
+    ``code`` if the process has not ended ``grace_s`` seconds later. Call from the main
+    thread of a command (it changes process-wide signal handling)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        watchdog = threading.Timer(grace_s, _force_exit, args=(grace_s, code))
+        watchdog.daemon = True
+        watchdog.start()
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+
+def _force_exit(grace_s: float, code: int) -> None:
+    sys.stderr.write(f"interrupted: clean-up still running after {grace_s:g}s, exiting now; "
+                     f"the next run recovers the running trial as lost\n")
+    sys.stderr.flush()
+    os._exit(code)
