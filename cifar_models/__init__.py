@@ -10,6 +10,7 @@ from __future__ import annotations
 # The model modules are imported for their side effect: registering their builders.
 from . import cifar_resnet, cnn, densenet, external, resnet  # noqa: F401
 from .errors import ModelConfigError
+from .knobs import ATTENTION_KINDS, KNOB_NEEDS, check_knob
 from .registry import (
     count_parameters,
     create,
@@ -20,7 +21,10 @@ from .registry import (
 )
 
 __all__ = [
+    "ATTENTION_KINDS",
+    "KNOB_NEEDS",
     "ModelConfigError",
+    "check_knob",
     "count_parameters",
     "create",
     "list_models",

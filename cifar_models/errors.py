@@ -11,7 +11,12 @@ class ModelConfigError(ValueError):
     at the offending setting without parsing the one-line message.
     """
 
-    def __init__(self, message: str, *, key: str, value: object = None) -> None:
+    def __init__(
+        self, message: str, *, key: str, value: object = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.key = key
         self.value = value
+        # What is wrong without saying where ("must be an odd integer >= 1"), for callers
+        # that name the setting themselves (the search's config keys, a study file).
+        self.reason = reason or message

@@ -12,46 +12,38 @@ from typing import Callable
 
 from .errors import ModelConfigError
 
-ATTENTION_KINDS = ("eca", "none", "se")
+ATTENTION_KINDS = ("se", "eca", "none")
 
 
 def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+def _bad(key: str, value: object, reason: str) -> ModelConfigError:
+    return ModelConfigError(f"knob {key!r} = {value!r} {reason}", key=key, value=value,
+                            reason=reason)
+
+
 def _integer(key: str, value: object) -> int:
     # bool is an Integral, but `se_reduction=True` is always a mistake.
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ModelConfigError(
-            f"knob {key!r} = {value!r} must be an integer, got {_type_name(value)}",
-            key=key,
-            value=value,
-        )
+        raise _bad(key, value, f"must be an integer, got {_type_name(value)}")
     return int(value)
 
 
 def _number(key: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ModelConfigError(
-            f"knob {key!r} = {value!r} must be a finite number, got {_type_name(value)}",
-            key=key,
-            value=value,
-        )
+        raise _bad(key, value, f"must be a finite number, got {_type_name(value)}")
     return float(value)
 
 
 def _out_of_range(key: str, value: object, bounds: str) -> ModelConfigError:
-    message = f"knob {key!r} = {value!r} is out of range {bounds}"
-    return ModelConfigError(message, key=key, value=value)
+    return _bad(key, value, f"is out of range {bounds}")
 
 
 def _attention(value: object) -> str:
     if not isinstance(value, str) or value not in ATTENTION_KINDS:
-        raise ModelConfigError(
-            f"knob 'attention' = {value!r} must be one of: {', '.join(ATTENTION_KINDS)}",
-            key="attention",
-            value=value,
-        )
+        raise _bad("attention", value, f"expected one of {', '.join(ATTENTION_KINDS)}")
     return value
 
 
@@ -66,11 +58,7 @@ def _eca_kernel(value: object) -> int:
     number = _integer("eca_kernel", value)
     if number < 1 or number % 2 == 0:
         # An even kernel cannot be centred with padding k // 2 and would shift channels.
-        raise ModelConfigError(
-            f"knob 'eca_kernel' = {value!r} must be an odd integer >= 1",
-            key="eca_kernel",
-            value=value,
-        )
+        raise _bad("eca_kernel", value, "must be an odd integer >= 1")
     return number
 
 
@@ -97,11 +85,7 @@ def _width(value: object) -> float:
 
 def _pretrained(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ModelConfigError(
-            f"knob 'pretrained' = {value!r} must be true or false, got {_type_name(value)}",
-            key="pretrained",
-            value=value,
-        )
+        raise _bad("pretrained", value, f"must be true or false, got {_type_name(value)}")
     return value
 
 
@@ -119,3 +103,11 @@ VALIDATORS: dict[str, Callable[[object], object]] = {
 def check_knob(key: str, value: object) -> object:
     """``value`` normalised (e.g. int -> float for ``dropout``), or ModelConfigError if bad."""
     return VALIDATORS[key](value)
+
+
+# Knobs that only act when another knob has a given value: (that knob, the value). The
+# model builders ignore them otherwise, so searching them then only adds noise.
+KNOB_NEEDS: dict[str, tuple[str, object]] = {
+    "se_reduction": ("attention", "se"),
+    "eca_kernel": ("attention", "eca"),
+}

@@ -28,7 +28,6 @@ DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "onecycle", "multistep", "none")
 AUG_PRESETS = ("none", "basic", "standard", "full")
-ATTENTIONS = ("se", "eca", "none")
 
 
 def _choice(*allowed: str) -> Callable[[Any], str | None]:
@@ -60,6 +59,18 @@ def _device(v: str) -> str | None:
     return "expected auto, cpu, cuda, cuda:N or mps"
 
 
+def _model_knob(name: str) -> Callable[[Any], str | None]:
+    """The check of model knob ``name``, owned by ``cifar_models`` (one validator per knob,
+    shared by study files, ``--set``, config files and the model builders)."""
+    def check(v: Any) -> str | None:
+        try:
+            cifar_models.check_knob(name, v)
+        except cifar_models.ModelConfigError as exc:
+            return exc.reason
+        return None
+    return check
+
+
 def knob(default: Any, check: Callable[[Any], str | None] | None = None, doc: str = "") -> Any:
     """A config field with its validator and a one-line description (shown by the docs)."""
     return field(default=default, metadata={"check": check, "doc": doc})
@@ -68,13 +79,16 @@ def knob(default: Any, check: Callable[[Any], str | None] | None = None, doc: st
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = knob("resnet18", None, "registered model name (`cli.py models`) or timm:<name>")
-    attention: str | None = knob(None, _choice(*ATTENTIONS), "channel attention: se, eca or none")
-    se_reduction: int | None = knob(None, _range(1), "SE reduction ratio r (hidden = C // r)")
-    eca_kernel: int | None = knob(None, _range(1), "ECA conv1d kernel size (odd)")
-    ghost_ratio: int | None = knob(None, _range(2), "Ghost module ratio")
-    dropout: float | None = knob(None, _range(0, 1, hi_open=True), "dropout before the classifier")
-    width: float | None = knob(None, _range(0, lo_open=True), "channel multiplier")
-    pretrained: bool | None = knob(None, None, "ImageNet weights (efficientnet_b2 only)")
+    attention: str | None = knob(None, _model_knob("attention"),
+                                 "channel attention: se, eca or none")
+    se_reduction: int | None = knob(None, _model_knob("se_reduction"),
+                                    "SE reduction ratio r (hidden = C // r)")
+    eca_kernel: int | None = knob(None, _model_knob("eca_kernel"), "ECA conv1d kernel size (odd)")
+    ghost_ratio: int | None = knob(None, _model_knob("ghost_ratio"), "Ghost module ratio")
+    dropout: float | None = knob(None, _model_knob("dropout"), "dropout before the classifier")
+    width: float | None = knob(None, _model_knob("width"), "channel multiplier")
+    pretrained: bool | None = knob(None, _model_knob("pretrained"),
+                                   "ImageNet weights (efficientnet_b2 only)")
 
     def model_args(self) -> dict[str, Any]:
         """The knobs that were set, as keyword arguments for ``cifar_models.create``."""

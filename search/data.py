@@ -79,9 +79,38 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, synthetic_size
                       key="data.dataset", value=name)
 
 
+# What the official CIFAR pickles (and numpy's own array pickling, any protocol) need to
+# rebuild a dict of bytes, lists and one uint8 array. Nothing here can run code.
+_PICKLE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # bytes under pickle protocol 2
+})
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """An unpickler that builds data only: any other global (a function to call, a class to
+    construct) is refused, so a crafted batch file cannot run code when it is read."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR batch holds only "
+                                         f"bytes, lists and a numpy array")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
-    with path.open("rb") as fh:
-        return pickle.load(fh, encoding="bytes")
+    """One official batch file as a dict; anything but data in it is a ConfigError."""
+    try:
+        with path.open("rb") as fh:
+            batch = _DataUnpickler(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise ConfigError(f"not a CIFAR batch file: {exc}", file=str(path)) from None
+    if not isinstance(batch, dict):
+        raise ConfigError(f"not a CIFAR batch file: expected a dict, got "
+                          f"{type(batch).__name__}", file=str(path))
+    return batch
 
 
 def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:

@@ -14,12 +14,15 @@ import inspect
 import json
 import math
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+
+import cifar_models
 
 from search.config import DATASETS, FLAT_KEYS, TrialConfig, coerce
 from search.errors import ConfigError, did_you_mean
@@ -434,6 +437,7 @@ class _Parser:
         ablations = self.ablations(doc.get("ablation", []))
         space = self.space(self.table(doc, "space", ""), fixed, allow_empty=bool(ablations))
         self.cross_check(fixed, space)
+        self.warn_inert_knobs(fixed, space)
         if sampler == "grid":
             self.check_grid(space)
 
@@ -682,6 +686,41 @@ class _Parser:
                     except ConfigError as exc:
                         raise self.error(exc.message, f"space.{p.key}.{sub}", value) from None
 
+    def warn_inert_knobs(self, fixed: Mapping[str, Any], space: tuple[ParamSpec, ...]) -> None:
+        """One warning per searched model knob that can have no effect in any trial (an SE
+        ratio searched while attention is never "se"): it would only add noise to the
+        importance plots. ``cifar_models.KNOB_NEEDS`` says which knob each one needs."""
+        by_key = {p.key: p for p in space}
+        for p in space:
+            knob = p.key.removeprefix("model.")
+            if knob not in cifar_models.KNOB_NEEDS:
+                continue
+            needed_knob, needed = cifar_models.KNOB_NEEDS[knob]
+            parent = f"model.{needed_knob}"
+            when = dict(p.when)
+            if parent in when:
+                values, how = set(when[parent]), "in the trials that search it"
+            elif parent in by_key and by_key[parent].type == "categorical":
+                values, how = set(by_key[parent].choices), "in [space]"
+            elif parent in fixed:
+                values, how = {fixed[parent]}, "(fixed)"
+            else:
+                if "model.name" in when:
+                    names = when["model.name"]
+                elif "model.name" in by_key:
+                    names = by_key["model.name"].choices
+                else:
+                    names = [fixed.get("model.name", TrialConfig().model.name)]
+                values = {cifar_models.model_knobs(n).get(needed_knob, needed) for n in names
+                          if not n.startswith("timm:")}
+                how = f"(the default of {', '.join(sorted(names))})"
+            if needed not in values:
+                shown = ", ".join(repr(v) for v in sorted(values, key=str))
+                warnings.warn(f"{self.file}: space.{p.key} can have no effect: {parent} is "
+                              f"{shown} {how}, and {p.key} acts only with {parent} = "
+                              f"{needed!r}; it would only add noise to importance plots",
+                              stacklevel=2)
+
     def check_grid(self, space: tuple[ParamSpec, ...]) -> None:
         for p in space:
             if not p.discrete:
@@ -755,7 +794,13 @@ def _can_take(p: ParamSpec, value: Any) -> bool:
 
 
 def _candidates(p: ParamSpec) -> list[tuple[str, Any]]:
-    """(entry key, value) pairs that stand for every value ``p`` can take."""
+    """(entry key, value) pairs that stand for every value ``p`` can take: each choice, each
+    value of a short integer range (a knob such as ``eca_kernel`` rejects even values inside
+    a range whose ends are fine), else the two ends."""
     if p.type == "categorical":
         return [("choices", c) for c in p.choices]
-    return [("low", p.low), ("high", p.high)]
+    ends = [("low", p.low), ("high", p.high)]
+    if p.type == "int" and not p.log and (p.count() or 0) <= 1024:
+        inner = range(p.low + (p.step or 1), p.high, p.step or 1)
+        return [*ends, *(("step", v) for v in inner)]
+    return ends

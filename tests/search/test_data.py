@@ -129,3 +129,43 @@ def test_holdout_falls_back_to_random_when_classes_cannot_be_stratified():
     with pytest.warns(UserWarning, match="not stratified"):
         tr, va = data.holdout_split(labels, 0.1, seed=0)
     assert len(va) == 5 and len(tr) == 45 and not set(tr) & set(va)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted batch file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_batch_file_that_would_run_code_is_refused(cifar10_dir, tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    batch = cifar10_dir / "cifar-10-batches-py" / "data_batch_1"
+    with batch.open("wb") as fh:  # the exploit sits where the labels belong
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": _RunsCode(marker)}, fh)
+    with pytest.raises(ConfigError) as err:
+        data.load("cifar10", cifar10_dir, download=False)
+    message = str(err.value)
+    assert str(batch) in message and "posix.system" in message and "\n" not in message
+    assert not marker.exists()  # nothing ran
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_batches_pickled_by_numpy_at_any_protocol_are_read(make_cifar10, tmp_path, protocol):
+    import pickle
+
+    root = make_cifar10(tmp_path / "cifar")
+    for path in (root / "cifar-10-batches-py").iterdir():
+        with path.open("rb") as fh:
+            content = pickle.load(fh)
+        with path.open("wb") as fh:
+            pickle.dump(content, fh, protocol=protocol)
+    ds = data.load("cifar10", root, download=False)
+    assert ds.train_x.shape == (100, 3, 32, 32) and ds.classes[9] == "truck"

@@ -443,3 +443,65 @@ def test_unknown_name_lists_the_available_ones(tmp_path: Path):
     with pytest.raises(ConfigError) as info:
         load_study("cifar100-seresnt")
     assert "did you mean 'cifar100-seresnet'" in str(info.value)
+
+
+# model knobs: one validator per knob (cifar_models), warnings for knobs with no effect ----
+
+@pytest.mark.parametrize("old, new, where", [
+    ("optim.epochs = 3", 'optim.epochs = 3\nmodel.attention = "eca"\nmodel.eca_kernel = 4',
+     "fixed.model.eca_kernel = 4"),
+    ('"optim.lr"', '"model.eca_kernel" = { type = "categorical", choices = [3, 4] }\n"optim.lr"',
+     "space.model.eca_kernel.choices = 4"),
+    # both ends are odd, but the range takes 4 and 6 too
+    ('"optim.lr"', '"model.eca_kernel" = { type = "int", low = 3, high = 7 }\n"optim.lr"',
+     "space.model.eca_kernel.step = 4"),
+])
+def test_an_even_eca_kernel_fails_at_load_time(tmp_path: Path, old, new, where):
+    with pytest.raises(ConfigError) as err:
+        load_study(str(write(tmp_path, edit(old, new))))
+    assert where in str(err.value) and "odd integer" in str(err.value)
+
+
+def test_an_even_eca_kernel_fails_in_set_and_config_files(tmp_path: Path):
+    from search.config import parse_assignments
+
+    with pytest.raises(ConfigError, match="model.eca_kernel = 4: must be an odd integer"):
+        parse_assignments(["model.eca_kernel=4"])
+    path = write(tmp_path, '[model]\nname = "eca_resnet20"\neca_kernel = 4\n', "cfg.toml")
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_file(path)
+    assert str(path) in str(err.value) and "odd integer" in str(err.value)
+
+
+def _load_warnings(tmp_path: Path, text: str) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_study(str(write(tmp_path, text)))
+    return [str(w.message) for w in caught]
+
+
+NO_ATTENTION_SEARCH = edit(
+    '"model.attention" = { type = "categorical", choices = ["se", "none"] }\n', "",
+).replace(', when = { "model.attention" = "se" }', "")
+
+
+@pytest.mark.parametrize("old, new, because", [
+    # attention fixed to none
+    ("optim.epochs = 3", 'optim.epochs = 3\nmodel.attention = "none"',
+     "model.attention is 'none' (fixed)"),
+    # a model whose own default attention is none, attention not set at all
+    ('model.name = "se_resnet18"', 'model.name = "resnet18"',
+     "model.attention is 'none' (the default of resnet18)"),
+])
+def test_a_searched_knob_that_cannot_act_is_a_warning(tmp_path: Path, old, new, because):
+    messages = _load_warnings(tmp_path, edit(old, new, NO_ATTENTION_SEARCH))
+    assert len(messages) == 1 and "space.model.se_reduction can have no effect" in messages[0]
+    assert because in messages[0] and "\n" not in messages[0]
+
+
+def test_knobs_that_can_act_load_without_warnings(tmp_path: Path):
+    assert _load_warnings(tmp_path, GOOD) == []  # se_reduction searched only when "se"
+    # se_resnet18's own attention is "se"
+    assert _load_warnings(tmp_path, NO_ATTENTION_SEARCH) == []
