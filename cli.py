@@ -281,12 +281,18 @@ def _run_workers(spec, options, workers: int, gpus: str | None, trials_per_gpu: 
     envs = worker_envs(workers, gpu_ids, trials_per_gpu)
     click.echo(f"starting {len(envs)} workers on study {spec.name}"
                + (f" (GPUs {', '.join(gpu_ids)}, {trials_per_gpu} per GPU)" if gpu_ids else ""))
-    codes = run_workers(argv, envs)
+    try:
+        codes = run_workers(argv, envs)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the workers' running trials are marked FAIL (interrupted); "
+                   "rerun the same command to continue", err=True)
+        sys.exit(130)
     if 130 in codes:
         sys.exit(130)
     if any(codes):
+        # a worker killed by a signal has a negative code: still a failure of the command
         click.echo(f"error: worker exit codes {codes}", err=True)
-        sys.exit(max(codes))
+        sys.exit(max(max(codes), 1))
     study = engine.open_study(spec, options.storage, create=False)
     click.echo(_study_summary(spec, study))
     if not no_retrain:

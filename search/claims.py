@@ -181,9 +181,13 @@ def retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> No
         study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
 
 
-def fail_stale_rdb_trials(study: optuna.Study) -> list[tuple[int, str]]:
+def fail_stale_rdb_trials(study: optuna.Study, grace: float) -> list[tuple[int, str]]:
     """Optuna's own stale-trial check for RDB storages (its heartbeat); the storage's
-    stale-trial callback (``retry_lost_trial``) enqueues each failed trial's parameters again."""
+    stale-trial callback (``retry_lost_trial``) enqueues each failed trial's parameters again.
+
+    Optuna skips a RUNNING trial that never got a heartbeat (its worker died inside
+    ``study.ask``, before the heartbeat thread started); such a trial, with no worker
+    recorded and started more than ``grace`` seconds ago, is failed and retried here."""
     running = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if not running:
         return []
@@ -191,10 +195,21 @@ def fail_stale_rdb_trials(study: optuna.Study) -> list[tuple[int, str]]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     lost = []
+    now = time.time()
     for trial_id, trial in running.items():
         if study._storage.get_trial(trial_id).state == TrialState.FAIL:
             worker = trial.system_attrs.get("worker")
             where = f" ({worker['host']}:{worker['pid']})" if worker else ""
             # Optuna has already finished the trial, so the reason lives in MLflow only
             lost.append((trial.number, f"worker lost{where}: stale heartbeat"))
+        elif ("worker" not in trial.system_attrs and trial.datetime_start is not None
+              and now - trial.datetime_start.timestamp() > grace):
+            reason = f"worker lost: never started its trial ({now - trial.datetime_start.timestamp():.0f}s)"
+            try:
+                study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+                study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            retry_lost_trial(study, trial)
+            lost.append((trial.number, reason))
     return lost

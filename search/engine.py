@@ -233,7 +233,10 @@ def run_search(spec: StudySpec, options: SearchOptions,
         nonlocal consecutive_failures
         if trial.number in ending:
             run_id, reason = ending.pop(trial.number)
-            end_trial_run(tracker, run_id, trial.state, reason)
+            try:
+                end_trial_run(tracker, run_id, trial.state, reason)
+            except Exception:  # noqa: BLE001 - MLflow hiccup: close_orphan_runs settles it
+                pass
         on_trial(TrialEvent(trial.number, trial.state.name, trial.value,
                             trial.user_attrs.get("fail_reason"), best_value(study),
                             state_counts(study), dict(trial.params),
@@ -248,7 +251,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
         while deadline is None or time.monotonic() < deadline:
             with claim:  # count + create the next trial atomically across workers
                 lost = (fail_lost_trials(study, options.heartbeat * GRACE_BEATS) if journal
-                        else fail_stale_rdb_trials(study))
+                        else fail_stale_rdb_trials(study, options.heartbeat * GRACE_BEATS))
                 for number, reason in lost:
                     on_trial(TrialEvent(number, "FAIL", None, reason, best_value(study),
                                         state_counts(study), {}))

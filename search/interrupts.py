@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 GRACE_S = 5.0          # a worker's clean-up after Ctrl-C / SIGTERM, at most
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
@@ -25,20 +26,25 @@ def exit_within(grace_s: float = GRACE_S, code: int = EXIT_INTERRUPTED) -> None:
     """Make SIGINT and SIGTERM raise ``KeyboardInterrupt`` once, then force an exit with
     ``code`` if the process has not ended ``grace_s`` seconds later. Call from the main
     thread of a command (it changes process-wide signal handling)."""
+    interrupted = threading.Event()
+    # Started now, not in the handler: starting a thread takes a lock of the threading
+    # module that the interrupted main thread may be holding.
+    threading.Thread(target=_watchdog, args=(interrupted, grace_s, code), daemon=True,
+                     name="interrupt-watchdog").start()
 
     def interrupt(signum: int, frame: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        watchdog = threading.Timer(grace_s, _force_exit, args=(grace_s, code))
-        watchdog.daemon = True
-        watchdog.start()
+        interrupted.set()
         raise KeyboardInterrupt
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
 
 
-def _force_exit(grace_s: float, code: int) -> None:
+def _watchdog(interrupted: threading.Event, grace_s: float, code: int) -> None:
+    interrupted.wait()
+    time.sleep(grace_s)
     sys.stderr.write(f"interrupted: clean-up still running after {grace_s:g}s, exiting now; "
                      f"the next run recovers the running trial as lost\n")
     sys.stderr.flush()

@@ -31,9 +31,10 @@ class TrialSeededSampler(BaseSampler):
     """Builds a fresh sampler for each trial with ``make(trial_seed(seed, number))`` and
     hands it every call for that trial.
 
-    The samplers this wraps keep what they learn in the study's storage (TPE, GP, CMA-ES,
+    The samplers this wraps keep what they learn in the study's storage (TPE, CMA-ES,
     NSGA-II and random samplers read the finished trials on each call), so a fresh
-    instance per trial decides exactly as a long-lived one would, apart from its RNG.
+    instance per trial decides as a long-lived one would, apart from its RNG. GP loses only
+    the warm start of its kernel fit (it refits from scratch each trial, a little slower).
     """
 
     def __init__(self, make: Callable[[int], BaseSampler], seed: int) -> None:

@@ -62,7 +62,10 @@ class FlockJournalLock(BaseJournalFileLock):
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)  # closing the descriptor releases the lock
+            # Unlock explicitly: a child forked meanwhile (a DataLoader or compile worker)
+            # shares the open file, and closing our descriptor alone would not unlock it.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 class JournalFile(JournalFileBackend):

@@ -250,14 +250,16 @@ def load_study(name_or_path: str, studies_dir: Path | None = None) -> StudySpec:
 
 # sampler and pruner -----------------------------------------------------------------------
 
-def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded with ``seed`` (default ``spec.seed``)."""
+def make_sampler(spec: StudySpec, seed: int | None = None,
+                 **objects: Any) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with ``seed`` (default ``spec.seed``); ``objects`` are
+    constructor arguments a study file cannot hold (an ``independent_sampler``)."""
     cls = SAMPLERS[spec.sampler]
     seed = spec.seed if seed is None else seed
     try:
         if spec.sampler == "grid":
             return cls(search_space=grid_space(spec), seed=seed)
-        return cls(seed=seed, **spec.sampler_args)
+        return cls(seed=seed, **spec.sampler_args, **objects)
     except (ValueError, TypeError) as exc:
         # values the signature check cannot judge (e.g. a negative count) land here
         raise ConfigError(f"{cls.__name__} rejected its arguments: {exc}", file=str(spec.path),
@@ -269,7 +271,12 @@ def study_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     trial number), so that parallel workers and resumed runs draw new points while one
     uninterrupted worker stays reproducible. QMC and grid keep the study seed: every worker
     must walk the same scrambled sequence, or the same shuffled grid, whose position the
-    storage keeps (a grid point's id is an index into the shuffle)."""
+    storage keeps (a grid point's id is an index into the shuffle). QMC's own fallback for
+    the first trial and for conditional parameters is a random sampler, reseeded per trial."""
+    if spec.sampler == "qmc":
+        fallback = TrialSeededSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed),
+                                      spec.seed)
+        return make_sampler(spec, independent_sampler=fallback)
     if spec.sampler in SHARED_SEQUENCE_SAMPLERS:
         return make_sampler(spec)
     return TrialSeededSampler(lambda seed: make_sampler(spec, seed), spec.seed)
@@ -696,30 +703,50 @@ class _Parser:
             if knob not in cifar_models.KNOB_NEEDS:
                 continue
             needed_knob, needed = cifar_models.KNOB_NEEDS[knob]
+            values, how = self.knob_values(f"model.{needed_knob}", p, fixed, by_key)
             parent = f"model.{needed_knob}"
-            when = dict(p.when)
-            if parent in when:
-                values, how = set(when[parent]), "in the trials that search it"
-            elif parent in by_key and by_key[parent].type == "categorical":
-                values, how = set(by_key[parent].choices), "in [space]"
-            elif parent in fixed:
-                values, how = {fixed[parent]}, "(fixed)"
-            else:
-                if "model.name" in when:
-                    names = when["model.name"]
-                elif "model.name" in by_key:
-                    names = by_key["model.name"].choices
-                else:
-                    names = [fixed.get("model.name", TrialConfig().model.name)]
-                values = {cifar_models.model_knobs(n).get(needed_knob, needed) for n in names
-                          if not n.startswith("timm:")}
-                how = f"(the default of {', '.join(sorted(names))})"
             if needed not in values:
                 shown = ", ".join(repr(v) for v in sorted(values, key=str))
                 warnings.warn(f"{self.file}: space.{p.key} can have no effect: {parent} is "
                               f"{shown} {how}, and {p.key} acts only with {parent} = "
                               f"{needed!r}; it would only add noise to importance plots",
                               stacklevel=2)
+
+    @staticmethod
+    def knob_values(key: str, p: ParamSpec, fixed: Mapping[str, Any],
+                    by_key: Mapping[str, ParamSpec]) -> tuple[set, str]:
+        """The values model knob ``key`` can hold in the trials that suggest ``p``, and in
+        words where they come from: ``p``'s own condition on it, else per model the study
+        can pick for ``p``: the fixed value, the searched choices, or the model's default."""
+        when = dict(p.when)
+        if key in when:
+            return set(when[key]), "in the trials that search it"
+        if "model.name" in when:
+            names = list(when["model.name"])
+        elif "model.name" in by_key:
+            names = list(by_key["model.name"].choices)
+        else:
+            names = [fixed.get("model.name", TrialConfig().model.name)]
+        searched = by_key.get(key)
+        needed = cifar_models.KNOB_NEEDS[p.key.removeprefix("model.")][1]
+        values, sources = set(), set()
+        for name in names:
+            if name.startswith("timm:"):
+                continue
+            only = dict(searched.when).get("model.name") if searched else None
+            if key in fixed:
+                values.add(fixed[key])
+                sources.add("(fixed)")
+            elif searched is not None and searched.type == "categorical" and (
+                    only is None or name in only):
+                values.update(searched.choices)
+                sources.add("in [space]")
+            else:
+                # a model without the knob has its effect built in: count it as acting
+                default = cifar_models.model_knobs(name).get(key.removeprefix("model."), needed)
+                values.add(default)
+                sources.add(f"(the default of {name})")
+        return values, " and ".join(sorted(sources))
 
     def check_grid(self, space: tuple[ParamSpec, ...]) -> None:
         for p in space:
@@ -800,7 +827,7 @@ def _candidates(p: ParamSpec) -> list[tuple[str, Any]]:
     if p.type == "categorical":
         return [("choices", c) for c in p.choices]
     ends = [("low", p.low), ("high", p.high)]
-    if p.type == "int" and not p.log and (p.count() or 0) <= 1024:
+    if p.type == "int" and (p.count() or 0) <= 1024:
         inner = range(p.low + (p.step or 1), p.high, p.step or 1)
         return [*ends, *(("step", v) for v in inner)]
     return ends

@@ -71,6 +71,8 @@ class Tracker:
         # the experiment and the study's parent run: serialise that with a file lock.
         self._lock_file = None if db is None else db.with_name(db.name + ".lock")
         with self._locked():
+            if db is not None and not db.exists():
+                _create_sqlite_store(db)
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment(mlflow, create, db)
 
@@ -175,6 +177,20 @@ class Tracker:
                 if "objective" in r.data.metrics]
         return max(runs, default=None, key=lambda r: (sign * r.data.metrics["objective"],
                                                       -int(r.data.tags[TRIAL_TAG])))
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create MLflow's SQLite store (tables and migrations) under a temporary name, then
+    move it into place: MLflow's migrations are not one transaction, and a worker killed in
+    the middle of them would leave a half-made store that every later run fails to open
+    ("table spans already exists"). The caller holds the store's creation lock."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    draft = db.with_name(db.name + ".creating")
+    draft.unlink(missing_ok=True)  # left by a creator that was killed
+    store = SqlAlchemyStore(sqlite_uri(draft), (db.parent / "artifacts").resolve().as_uri())
+    store.engine.dispose()
+    os.replace(draft, db)
 
 
 def config_of(run: Any) -> TrialConfig:

@@ -39,13 +39,18 @@ def worker_envs(workers: int, gpus: Sequence[str] | None, trials_per_gpu: int) -
 
 
 def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
-    """Start one process per environment, wait for all; Ctrl-C / SIGTERM is passed on to
-    every worker (each ends its trial as FAIL "interrupted" and exits 130)."""
-    procs = [subprocess.Popen(list(argv), env=env) for env in envs]
+    """Start one process per environment, wait for all and return their exit codes. Ctrl-C /
+    SIGTERM is passed on to every worker (each ends its trial as FAIL "interrupted" and
+    exits 130), then KeyboardInterrupt is raised once they have all ended."""
+    procs: list[subprocess.Popen] = []
     try:
+        for env in envs:  # one by one, so that a signal meanwhile reaches those started
+            procs.append(subprocess.Popen(list(argv), env=env))
         return [p.wait() for p in procs]
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
-        return [p.wait() for p in procs]
+        for p in procs:
+            p.wait()
+        raise  # the command was interrupted, whatever the workers' own exit codes

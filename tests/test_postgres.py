@@ -112,3 +112,24 @@ def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
     parent = client.search_runs([experiment.experiment_id], "tags.`cifar_search.kind` = 'study'")[0]
     assert parent.data.tags["storage"].startswith("postgresql://postgres:***@127.0.0.1")
     assert ":pw@" not in str(parent.data.tags) and ":pw@" not in str(study.user_attrs)
+
+
+def test_a_trial_whose_worker_died_before_its_heartbeat_is_retried(tmp_path, postgres_url):
+    """A worker that dies inside ``study.ask`` leaves a RUNNING trial that Optuna's heartbeat
+    check never sees (no heartbeat was ever recorded). The study must not wait for it."""
+    (tmp_path / "orphan.toml").write_text(STUDY.replace("EPOCHS", "1").replace(
+        "n_trials = 3", "n_trials = 2"))
+    study = optuna.create_study(study_name="orphan", storage=postgres_url)
+    orphan = study.ask()
+    orphan.suggest_float("optim.lr", 0.01, 0.2, log=True)
+    args = [sys.executable, str(ROOT / "cli.py"), "search", "--study",
+            str(tmp_path / "orphan.toml"), "--storage", postgres_url, "--no-retrain",
+            "--heartbeat", "1"]
+    proc = subprocess.run(args, cwd=tmp_path, env=env_for(tmp_path), capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr
+    study = optuna.load_study(study_name="orphan", storage=postgres_url)
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(retries) == 1 and retries[0].params == study.trials[orphan.number].params
+    assert len(finished(study)) == 2

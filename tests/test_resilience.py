@@ -268,6 +268,65 @@ def test_sigterm_ends_a_worker_stuck_on_a_held_journal_lock_within_10s(tmp_path)
                for r in v)
 
 
+def test_a_worker_killed_while_creating_the_mlflow_store_leaves_no_broken_store(tmp_path):
+    """MLflow builds its SQLite store in many migration steps (about a second); a worker
+    killed in the middle must not leave a half-made store that no later run can open."""
+    db = tmp_path / "mlruns" / "mlflow.db"
+    script = "from search.tracking import Tracker\nTracker('res')\n"
+    env = {**env_for(tmp_path), "PYTHONPATH": str(ROOT)}
+    for delay in (0.1, 0.3, 0.5):
+        creator = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # kill it once the store's file has appeared: migrations are then under way
+        deadline = time.time() + 60
+        while not (db.exists() or db.with_name("mlflow.db.creating").exists()) \
+                and creator.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        time.sleep(delay)
+        creator.kill()
+        creator.wait()
+        if db.exists():
+            break
+    _study_file(tmp_path, epochs=1, n_trials=1)
+    proc = _start(tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert len(mlflow_trial_runs(tmp_path)[0]) == 1
+
+
+def test_sigterm_to_a_workers_parent_ends_every_worker(tmp_path):
+    _study_file(tmp_path, epochs=VICTIM_EPOCHS, n_trials=4)
+    parent = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "search", "--study",
+                               str(tmp_path / "res.toml"), "--workers", "2", "--no-retrain"],
+                              cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    running: list = []
+    while len(running) < 2:
+        assert parent.poll() is None and time.time() < deadline, parent.communicate()
+        time.sleep(0.3)
+        if (tmp_path / "mlruns" / "res.journal").exists():
+            try:
+                running = [t for t in _study(tmp_path).trials
+                           if t.state == TrialState.RUNNING and t.intermediate_values]
+            except KeyError:
+                running = []
+    workers = {t.system_attrs["worker"]["pid"] for t in running}
+    parent.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, err = parent.communicate(timeout=30)
+    assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the workers"
+    assert parent.returncode == 130 and "Traceback" not in err, err
+    for pid in workers:  # no worker outlives its parent
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text().lower()
+    study = _study(tmp_path)
+    assert {t.user_attrs.get("fail_reason") for t in study.trials
+            if t.number in {r.number for r in running}} == {"interrupted"}
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
 def _kill_and_restart_scenario(work: Path, rng: random.Random, *, workers: int = 3,
                                kills: int = 5, n_trials: int = 8) -> None:
     """3 workers on one journal; ``kills`` times a random one is killed (kill -9) at a

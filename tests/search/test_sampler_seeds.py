@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from search.sampler_seeds import TrialSeededSampler, trial_seed
+from search.space import suggest
 from search.storage import open_storage
 from search.study import load_study, study_sampler
 
@@ -45,7 +46,7 @@ def worker(spec, folder: Path) -> optuna.Study:
 def objective(trial: optuna.Trial, spec) -> float:
     for param in spec.space:
         trial._suggest(param.key, param.distribution())
-    return sum(float(v) for v in trial.params.values())
+    return sum(float(v) for v in trial.params.values() if not isinstance(v, str))
 
 
 def run_trials(study: optuna.Study, spec, n: int) -> None:
@@ -134,3 +135,25 @@ def test_qmc_workers_share_one_sequence(in_tmp, monkeypatch):
     single = worker(spec_for(alone, "qmc"), alone)
     run_trials(single, spec, 9)
     assert params_of(single) == params
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_qmc_fallback_draws_do_not_repeat_after_a_resume(in_tmp):
+    """QMC samples a parameter outside its first trial's space (a conditional one) with a
+    random fallback sampler: a resumed process must not repeat its draws either."""
+    space = CONTINUOUS + """
+"model.attention" = { type = "categorical", choices = ["se", "none"] }
+"model.dropout" = { type = "float", low = 0.0, high = 0.5, when = { "model.attention" = "se" } }"""
+    path = in_tmp / "cond.toml"
+    path.write_text(STUDY.replace("SAMPLER", "qmc").replace("SPACE", space)
+                    .replace('"improved_cnn"', '"resnet20"'))
+    spec = load_study(str(path))
+
+    def honour_when(trial: optuna.Trial) -> float:  # as trials do: `when` respected
+        return suggest(spec, trial).optim.lr
+
+    worker(spec, in_tmp).optimize(honour_when, n_trials=8)
+    resumed = worker(spec, in_tmp)  # a new process: a new sampler and fallback
+    resumed.optimize(honour_when, n_trials=8)
+    drawn = [t.params["model.dropout"] for t in resumed.trials if "model.dropout" in t.params]
+    assert len(drawn) >= 4 and len(set(drawn)) == len(drawn), drawn

@@ -505,3 +505,21 @@ def test_knobs_that_can_act_load_without_warnings(tmp_path: Path):
     assert _load_warnings(tmp_path, GOOD) == []  # se_reduction searched only when "se"
     # se_resnet18's own attention is "se"
     assert _load_warnings(tmp_path, NO_ATTENTION_SEARCH) == []
+
+
+def test_no_warning_when_another_model_keeps_its_own_attention(tmp_path: Path):
+    # attention is searched for resnet20 only; se_resnet18's trials keep their own "se"
+    text = GOOD.replace('model.name = "se_resnet18"\n', "").replace(
+        '"model.attention" = { type = "categorical", choices = ["se", "none"] }',
+        '"model.name" = { type = "categorical", choices = ["se_resnet18", "resnet20"] }\n'
+        '"model.attention" = { type = "categorical", choices = ["none", "eca"], '
+        'when = { "model.name" = "resnet20" } }').replace(
+        ', when = { "model.attention" = "se" }', "")
+    assert _load_warnings(tmp_path, text) == []
+
+
+def test_a_log_int_range_is_checked_value_by_value(tmp_path: Path):
+    text = edit('"optim.lr"', '"model.eca_kernel" = { type = "int", low = 1, high = 9, '
+                'log = true }\n"optim.lr"')
+    with pytest.raises(ConfigError, match="space.model.eca_kernel.step = 2: must be an odd"):
+        load_study(str(write(tmp_path, text)))
