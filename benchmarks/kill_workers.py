@@ -25,11 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start(work: Path, study: Path, heartbeat: float) -> subprocess.Popen:
+    """A worker; its stderr goes to a file of its own (a pipe nobody reads could fill)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns' / 'mlflow.db'}"}
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "search", "--study",
-                             str(study), "--no-retrain", "--heartbeat", str(heartbeat)],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    log = (work / f"worker-{time.monotonic_ns()}.err").open("w")
+    with log:
+        return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "search", "--study",
+                                 str(study), "--no-retrain", "--heartbeat", str(heartbeat)],
+                                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def last_error_lines(work: Path) -> list[str]:
+    """The last line of each worker's stderr that holds an error."""
+    lines = []
+    for path in sorted(work.glob("worker-*.err")):
+        errors = [line for line in path.read_text().splitlines() if "rror" in line]
+        lines += errors[-1:]
+    return lines
 
 
 def one_run(study: Path, args: argparse.Namespace, rng: random.Random) -> dict:
@@ -41,15 +52,13 @@ def one_run(study: Path, args: argparse.Namespace, rng: random.Random) -> dict:
             time.sleep(rng.uniform(args.min_wait, args.max_wait))
             victim = rng.randrange(args.workers)
             procs[victim].kill()
-            procs[victim].communicate()
+            procs[victim].wait()
             procs[victim] = start(work, study, args.heartbeat)
         codes = [p.wait() for p in procs]
-        last = start(work, study, args.heartbeat)
-        _, last_err = last.communicate()
-        codes.append(last.returncode)
+        codes.append(start(work, study, args.heartbeat).wait())
         seconds = time.monotonic() - began
         return {**inspect(work, study), "codes": codes, "seconds": seconds,
-                "errors": last_err.strip().splitlines()[-1:] if last.returncode else []}
+                "errors": last_error_lines(work)}
 
 
 def inspect(work: Path, study: Path) -> dict:
@@ -59,19 +68,22 @@ def inspect(work: Path, study: Path) -> dict:
 
     os.chdir(work)  # the tool's storage paths are relative to the working folder
     try:
+        from search.errors import ConfigError
         from search.storage import open_storage
 
         storage = open_storage(study.stem, None, create=False)
         trials = optuna.load_study(study_name=study.stem, storage=storage).trials
+    except (ConfigError, KeyError):  # no study at all: every worker failed at start
+        trials = []
     finally:
         os.chdir(ROOT)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     firsts = [tuple(sorted(t.params.items())) for t in done if "retry_of" not in t.user_attrs]
     client = mlflow.MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(study.stem)
-    running_runs = client.search_runs([experiment.experiment_id],
-                                      "attributes.status = 'RUNNING' and "
-                                      "tags.`cifar_search.kind` = 'trial'")
+    running_runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id],
+        "attributes.status = 'RUNNING' and tags.`cifar_search.kind` = 'trial'")
     return {"finished": len(done), "trials": len(trials),
             "failed": sum(t.state == TrialState.FAIL for t in trials),
             "retries": sum("retry_of" in t.user_attrs for t in trials),
@@ -109,7 +121,7 @@ def main() -> int:
         print(f"{run:>3}  {seed:<6}  {r['finished']:>4}/{target:<3}  {r['trials']:>6}  "
               f"{r['failed']:>6}  {r['retries']:>7}  {r['left']:>4}  {r['repeats']:>7}  "
               f"{r['running_runs']:>12}  {','.join(map(str, r['codes'])):<13}  "
-              f"{r['seconds']:>7.1f}  {'ok' if ok else 'BROKEN ' + ' '.join(r['errors'])}",
+              f"{r['seconds']:>7.1f}  {'ok' if ok else 'BROKEN ' + ' | '.join(r['errors'])}",
               flush=True)
     print(f"{args.runs - broken}/{args.runs} runs kept every guarantee")
     return 1 if broken else 0

@@ -186,8 +186,10 @@ def fail_stale_rdb_trials(study: optuna.Study, grace: float) -> list[tuple[int, 
     stale-trial callback (``retry_lost_trial``) enqueues each failed trial's parameters again.
 
     Optuna skips a RUNNING trial that never got a heartbeat (its worker died inside
-    ``study.ask``, before the heartbeat thread started); such a trial, with no worker
-    recorded and started more than ``grace`` seconds ago, is failed and retried here."""
+    ``study.ask``, before the heartbeat thread started). Workers record themselves on a new
+    trial before they release the claim lock, so such a trial, seen under the lock with no
+    worker recorded, belongs to a dead worker; it is failed once it is ``grace`` seconds old
+    (and retried when it got as far as suggesting parameters)."""
     running = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if not running:
         return []

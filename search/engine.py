@@ -168,8 +168,10 @@ def run_search(spec: StudySpec, options: SearchOptions,
     ending: dict[int, tuple[str, str | None]] = {}  # trial number -> (its run id, reason)
 
     def objective(trial: optuna.Trial) -> float:
-        claim.release()  # the trial exists now: other workers may claim theirs
+        # The worker is recorded while the claim lock is still held, so a RUNNING trial
+        # without a worker, seen under the lock, always means its creator died in between.
         with Heartbeat(study, trial._trial_id, options.heartbeat, beat=journal):
+            claim.release()  # the trial exists now: other workers may claim theirs
             return run_trial(trial)
 
     def run_trial(trial: optuna.Trial) -> float:

@@ -691,6 +691,9 @@ class _Parser:
                     try:
                         TrialConfig().with_overrides({**fixed, "model.name": name, p.key: value})
                     except ConfigError as exc:
+                        if sub == "range":  # a value inside the range, not an entry
+                            raise self.error(f"{exc.message} (a value the range takes)",
+                                             f"space.{p.key}", value) from None
                         raise self.error(exc.message, f"space.{p.key}.{sub}", value) from None
 
     def warn_inert_knobs(self, fixed: Mapping[str, Any], space: tuple[ParamSpec, ...]) -> None:
@@ -829,5 +832,5 @@ def _candidates(p: ParamSpec) -> list[tuple[str, Any]]:
     ends = [("low", p.low), ("high", p.high)]
     if p.type == "int" and (p.count() or 0) <= 1024:
         inner = range(p.low + (p.step or 1), p.high, p.step or 1)
-        return [*ends, *(("step", v) for v in inner)]
+        return [*ends, *(("range", v) for v in inner)]
     return ends

@@ -45,7 +45,10 @@ def sqlite_uri(path: Path) -> str:
 
 
 def _sqlite_file(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    """The database file of a ``sqlite:///`` URI (without its ``?query``), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
 
 
 class Tracker:
@@ -190,7 +193,11 @@ def _create_sqlite_store(db: Path) -> None:
     draft.unlink(missing_ok=True)  # left by a creator that was killed
     store = SqlAlchemyStore(sqlite_uri(draft), (db.parent / "artifacts").resolve().as_uri())
     store.engine.dispose()
-    os.replace(draft, db)
+    try:  # a link, unlike a rename, never replaces a store made meanwhile by another tool
+        os.link(draft, db)
+    except FileExistsError:
+        pass
+    draft.unlink()
 
 
 def config_of(run: Any) -> TrialConfig:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
+
+from search.interrupts import GRACE_S
 
 WORKER_ENV = "CIFAR_SEARCH_WORKER"   # the worker's index, used to prefix its output
 
@@ -51,6 +54,13 @@ def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
+        # Each worker ends within its own grace period; one hung past it (its watchdog
+        # thread starved by a stuck extension) is killed, never left behind.
+        deadline = time.monotonic() + GRACE_S + 1
         for p in procs:
-            p.wait()
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         raise  # the command was interrupted, whatever the workers' own exit codes

@@ -288,3 +288,12 @@ def test_unexpected_error_saves_its_traceback_and_the_study_goes_on(workdir, fau
     assert names == ["traceback.txt"]
     text = client.download_artifacts(first.user_attrs["mlflow_run_id"], "traceback.txt", str(workdir))
     assert "boom in forward" in Path(text).read_text()
+
+
+def test_a_sqlite_tracking_uri_with_a_query_is_created_and_reused(tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    uri = f"sqlite:///{db}?timeout=60"
+    first = Tracker("q", uri)
+    assert db.exists() and not db.with_name("mlflow.db.creating").exists()
+    run_id = first.study_run({})
+    assert Tracker("q", uri).study_run({}) == run_id  # the same store, opened again

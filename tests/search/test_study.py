@@ -454,7 +454,7 @@ def test_unknown_name_lists_the_available_ones(tmp_path: Path):
      "space.model.eca_kernel.choices = 4"),
     # both ends are odd, but the range takes 4 and 6 too
     ('"optim.lr"', '"model.eca_kernel" = { type = "int", low = 3, high = 7 }\n"optim.lr"',
-     "space.model.eca_kernel.step = 4"),
+     "space.model.eca_kernel = 4: must be an odd integer >= 1 (a value the range takes)"),
 ])
 def test_an_even_eca_kernel_fails_at_load_time(tmp_path: Path, old, new, where):
     with pytest.raises(ConfigError) as err:
@@ -521,5 +521,5 @@ def test_no_warning_when_another_model_keeps_its_own_attention(tmp_path: Path):
 def test_a_log_int_range_is_checked_value_by_value(tmp_path: Path):
     text = edit('"optim.lr"', '"model.eca_kernel" = { type = "int", low = 1, high = 9, '
                 'log = true }\n"optim.lr"')
-    with pytest.raises(ConfigError, match="space.model.eca_kernel.step = 2: must be an odd"):
+    with pytest.raises(ConfigError, match="space.model.eca_kernel = 2: must be an odd"):
         load_study(str(write(tmp_path, text)))
