@@ -195,8 +195,11 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
 
     Rerunning the same command continues the study up to its n_trials (COMPLETE +
     PRUNED trials count); finished trials are never redone; a trial whose worker was
-    killed is marked FAIL and its parameters are run again once. Ctrl-C marks the
-    running trial FAIL (interrupted) and exits with code 130.
+    killed is marked FAIL and its parameters are run again once (a retry). Several
+    commands (or --workers) on one study share it: each trial's sampler is seeded from
+    (study seed, trial number), so workers and resumed runs never repeat each other's
+    draws. Ctrl-C or SIGTERM marks the running trial FAIL (interrupted) and exits with
+    code 130 within seconds.
     """
     from search import engine
     from search.config import parse_assignments

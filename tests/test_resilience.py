@@ -86,6 +86,21 @@ def _waiting_on_a_lock(pid: int) -> bool:
                for line in Path("/proc/locks").read_text().splitlines())
 
 
+def _sigterm_once_blocked(proc: subprocess.Popen) -> str:
+    """Wait until ``proc`` is blocked on a file lock, send SIGTERM, and check that it ended
+    with code 130 within the 10 s a worker is allowed; returns its stderr."""
+    deadline = time.time() + 120
+    while not _waiting_on_a_lock(proc.pid):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the worker"
+    assert proc.returncode == 130, err
+    return err
+
+
 def _distinct_configs(study: optuna.Study) -> bool:
     """No two finished trials share their parameters, apart from marked retries."""
     firsts = [tuple(sorted(t.params.items())) for t in finished(study)
@@ -220,16 +235,8 @@ def test_sigterm_while_waiting_for_the_claim_lock_exits_promptly(tmp_path):
     _study_file(tmp_path, epochs=1, n_trials=2)
     holder = _hold_lock(tmp_path, HOLD_CLAIM_LOCK)
     try:
-        proc = _start(tmp_path)
-        deadline = time.time() + 120
-        while not _waiting_on_a_lock(proc.pid):
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the worker"
-        assert proc.returncode == 130 and "Traceback" not in err, err
+        err = _sigterm_once_blocked(_start(tmp_path))
+        assert "Traceback" not in err, err
     finally:
         holder.kill()
         holder.wait()
@@ -245,15 +252,7 @@ def test_sigterm_ends_a_worker_stuck_on_a_held_journal_lock_within_10s(tmp_path)
     stuck = _wait_for_running_trial(tmp_path, proc)
     holder = _hold_lock(tmp_path, HOLD_JOURNAL_LOCK)
     try:
-        deadline = time.time() + 60
-        while not _waiting_on_a_lock(proc.pid):  # its next epoch report blocks on the lock
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the worker"
-        assert proc.returncode == 130, err
+        _sigterm_once_blocked(proc)  # its next epoch report blocks on the lock
     finally:
         holder.kill()
         holder.wait()
