@@ -41,6 +41,7 @@ def test_models_lists_every_registered_model():
     assert "11,173,962" in resnet18
 
 
+@pytest.mark.slow
 def test_train_test_mode_prints_summary_and_writes_outputs(cifar10_dir, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--model",

@@ -64,6 +64,7 @@ def searched(tmp_path_factory) -> Path:
     return work
 
 
+@pytest.mark.slow
 def test_search_prints_progress_summary_and_final(searched):
     first = (searched / "first-search.log").read_text()
     assert "  trial 0 epoch 1/2" in first and "val_acc" in first
@@ -78,6 +79,7 @@ def test_search_prints_progress_summary_and_final(searched):
     assert (searched / "mlruns" / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_best_then_train_config_round_trip(searched):
     for fmt in ("toml", "json"):
         out = searched / f"best.{fmt}"
@@ -103,6 +105,7 @@ def test_studies_lists_files(searched):
     assert "smoke" in proc.stdout and "cifar100-seresnet" in proc.stdout
 
 
+@pytest.mark.slow
 def test_retrain_chosen_trial_with_seeds(searched):
     proc = cli("retrain", "--study", str(searched / "tiny.toml"), "--trial", "1", "--seeds", "3,4",
                cwd=searched)
@@ -112,6 +115,7 @@ def test_retrain_chosen_trial_with_seeds(searched):
     assert bad.returncode == 2 and "--seeds" in bad.stderr
 
 
+@pytest.mark.slow
 def test_ablate_twice_then_report(searched):
     args = ("ablate", "--study", str(searched / "tiny.toml"), "--seeds", "2", "--out",
             str(searched / "abl"))

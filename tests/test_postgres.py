@@ -20,6 +20,8 @@ from optuna.trial import TrialState
 
 from resilience_helpers import ROOT, STUDY, env_for, finished, mlflow_trial_runs
 
+pytestmark = pytest.mark.slow  # a real server and several worker processes
+
 
 def _pg_bindir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))

@@ -108,6 +108,7 @@ def _distinct_configs(study: optuna.Study) -> bool:
     return len(firsts) == len(set(firsts))
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_retries_the_lost_trial_once(tmp_path):
     _study_file(tmp_path, epochs=VICTIM_EPOCHS)
     proc = _start(tmp_path)
@@ -137,6 +138,7 @@ def test_kill_9_then_resume_retries_the_lost_trial_once(tmp_path):
     assert runs[retries[0].number][0].data.tags["cifar_search.retry_of"] == str(killed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path, signum):
     _study_file(tmp_path, epochs=VICTIM_EPOCHS)
@@ -164,6 +166,7 @@ def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path, signum):
                for run in v)
 
 
+@pytest.mark.slow
 def test_three_independent_processes_finish_exactly_n_trials(tmp_path, monkeypatch):
     _study_file(tmp_path, epochs=3, n_trials=7)
     # a user's baseline, enqueued before the workers start, must run exactly once
@@ -185,6 +188,7 @@ def test_three_independent_processes_finish_exactly_n_trials(tmp_path, monkeypat
     assert all(v[0].info.status == "FINISHED" for v in runs.values())
 
 
+@pytest.mark.slow
 def test_workers_flag_runs_worker_processes(tmp_path):
     _study_file(tmp_path, epochs=2, n_trials=4)
     proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "search", "--study",
@@ -196,6 +200,7 @@ def test_workers_flag_runs_worker_processes(tmp_path):
     assert len(finished(_study(tmp_path))) == 4
 
 
+@pytest.mark.slow
 def test_a_worker_killed_holding_the_journal_lock_does_not_stop_the_study(tmp_path):
     """A process dies (kill -9) while it holds the journal's write lock, exactly as a
     worker killed mid-write does; the next search must still run to its end, at once."""
@@ -214,6 +219,7 @@ def test_a_worker_killed_holding_the_journal_lock_does_not_stop_the_study(tmp_pa
     assert len(finished(_study(tmp_path))) == 2
 
 
+@pytest.mark.slow
 def test_a_line_torn_by_a_killed_writer_is_cut_off(tmp_path):
     _study_file(tmp_path, epochs=1, n_trials=1)
     first = _start(tmp_path)
@@ -231,6 +237,7 @@ def test_a_line_torn_by_a_killed_writer_is_cut_off(tmp_path):
     assert journal.read_bytes().count(b"\n") > lines_before and b"dead" not in journal.read_bytes()
 
 
+@pytest.mark.slow
 def test_sigterm_while_waiting_for_the_claim_lock_exits_promptly(tmp_path):
     _study_file(tmp_path, epochs=1, n_trials=2)
     holder = _hold_lock(tmp_path, HOLD_CLAIM_LOCK)
@@ -243,6 +250,7 @@ def test_sigterm_while_waiting_for_the_claim_lock_exits_promptly(tmp_path):
     assert not _study(tmp_path).trials  # it was waiting to create one: nothing half-made
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_worker_stuck_on_a_held_journal_lock_within_10s(tmp_path):
     """The journal lock is held by a live, hung process while a trial runs: the worker can
     neither report its epoch nor record its failure. SIGTERM must still end it within
@@ -267,6 +275,7 @@ def test_sigterm_ends_a_worker_stuck_on_a_held_journal_lock_within_10s(tmp_path)
                for r in v)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_while_creating_the_mlflow_store_leaves_no_broken_store(tmp_path):
     """MLflow builds its SQLite store in many migration steps (about a second); a worker
     killed in the middle must not leave a half-made store that no later run can open."""
@@ -294,6 +303,7 @@ def test_a_worker_killed_while_creating_the_mlflow_store_leaves_no_broken_store(
     assert len(mlflow_trial_runs(tmp_path)[0]) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_workers_parent_ends_every_worker(tmp_path):
     _study_file(tmp_path, epochs=VICTIM_EPOCHS, n_trials=4)
     parent = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "search", "--study",

@@ -74,6 +74,7 @@ def test_bench_command_prints_ours_against_the_reference():
     assert row.split()[-1] == "-"  # no MFU on a CPU: there is no bf16 peak to divide by
 
 
+@pytest.mark.slow
 def test_bench_concurrency_prints_aggregate_throughput():
     result = CliRunner().invoke(main, [*BENCH, "--concurrency", "1,2"])
     assert result.exit_code == 0, result.output
