@@ -10,7 +10,7 @@ from __future__ import annotations
 # The model modules are imported for their side effect: registering their builders.
 from . import cifar_resnet, cnn, densenet, external, resnet  # noqa: F401
 from .errors import ModelConfigError
-from .knobs import ATTENTION_KINDS, KNOB_NEEDS, check_knob
+from .knobs import KNOB_NEEDS, check_knob
 from .registry import (
     count_parameters,
     create,
@@ -21,7 +21,6 @@ from .registry import (
 )
 
 __all__ = [
-    "ATTENTION_KINDS",
     "KNOB_NEEDS",
     "ModelConfigError",
     "check_knob",

@@ -162,15 +162,21 @@ def fail_lost_trials(study: optuna.Study, grace: float) -> list[tuple[int, str]]
         reason = lost_reason(trial, now, grace)
         if reason is None:
             continue
-        storage = study._storage
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # it finished after all
-        failed.append((trial.number, reason))
-        retry_lost_trial(study, trial)
+        if fail_and_retry(study, trial, reason):
+            failed.append((trial.number, reason))
     return failed
+
+
+def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> bool:
+    """Mark a lost RUNNING trial FAIL with ``reason`` and enqueue its retry; False when it
+    finished meanwhile after all."""
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    retry_lost_trial(study, trial)
+    return True
 
 
 def retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -204,14 +210,9 @@ def fail_stale_rdb_trials(study: optuna.Study, grace: float) -> list[tuple[int, 
             where = f" ({worker['host']}:{worker['pid']})" if worker else ""
             # Optuna has already finished the trial, so the reason lives in MLflow only
             lost.append((trial.number, f"worker lost{where}: stale heartbeat"))
-        elif ("worker" not in trial.system_attrs and trial.datetime_start is not None
-              and now - trial.datetime_start.timestamp() > grace):
-            reason = f"worker lost: never started its trial ({now - trial.datetime_start.timestamp():.0f}s)"
-            try:
-                study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-                study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-            retry_lost_trial(study, trial)
-            lost.append((trial.number, reason))
+        elif "worker" not in trial.system_attrs and trial.datetime_start is not None:
+            age = now - trial.datetime_start.timestamp()
+            reason = f"worker lost: never started its trial ({age:.0f}s)"
+            if age > grace and fail_and_retry(study, trial, reason):
+                lost.append((trial.number, reason))
     return lost

@@ -42,11 +42,6 @@ class TrialSeededSampler(BaseSampler):
         self._seed = seed
         self._current = make(seed)  # used only until the first trial begins
 
-    @property
-    def current(self) -> BaseSampler:
-        """The sampler of the trial in progress."""
-        return self._current
-
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._current = self._make(trial_seed(self._seed, trial.number))
         self._current.before_trial(study, trial)

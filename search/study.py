@@ -706,8 +706,8 @@ class _Parser:
             if knob not in cifar_models.KNOB_NEEDS:
                 continue
             needed_knob, needed = cifar_models.KNOB_NEEDS[knob]
-            values, how = self.knob_values(f"model.{needed_knob}", p, fixed, by_key)
             parent = f"model.{needed_knob}"
+            values, how = self.knob_values(parent, needed, p, fixed, by_key)
             if needed not in values:
                 shown = ", ".join(repr(v) for v in sorted(values, key=str))
                 warnings.warn(f"{self.file}: space.{p.key} can have no effect: {parent} is "
@@ -716,11 +716,12 @@ class _Parser:
                               stacklevel=2)
 
     @staticmethod
-    def knob_values(key: str, p: ParamSpec, fixed: Mapping[str, Any],
+    def knob_values(key: str, needed: Any, p: ParamSpec, fixed: Mapping[str, Any],
                     by_key: Mapping[str, ParamSpec]) -> tuple[set, str]:
         """The values model knob ``key`` can hold in the trials that suggest ``p``, and in
         words where they come from: ``p``'s own condition on it, else per model the study
-        can pick for ``p``: the fixed value, the searched choices, or the model's default."""
+        can pick for ``p``: the fixed value, the searched choices, or the model's default
+        (``needed`` for a model that has ``p``'s effect built in, without the knob)."""
         when = dict(p.when)
         if key in when:
             return set(when[key]), "in the trials that search it"
@@ -731,7 +732,6 @@ class _Parser:
         else:
             names = [fixed.get("model.name", TrialConfig().model.name)]
         searched = by_key.get(key)
-        needed = cifar_models.KNOB_NEEDS[p.key.removeprefix("model.")][1]
         values, sources = set(), set()
         for name in names:
             if name.startswith("timm:"):
@@ -745,7 +745,6 @@ class _Parser:
                 values.update(searched.choices)
                 sources.add("in [space]")
             else:
-                # a model without the knob has its effect built in: count it as acting
                 default = cifar_models.model_knobs(name).get(key.removeprefix("model."), needed)
                 values.add(default)
                 sources.add(f"(the default of {name})")

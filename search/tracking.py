@@ -23,6 +23,7 @@ from typing import Any
 from search.claims import file_lock
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
+from search.interrupts import deferred
 
 RUNS_DIR = Path("mlruns")
 KIND = "cifar_search.kind"          # study | trial | final | ablation
@@ -119,6 +120,7 @@ class Tracker:
         self.set_tags(run_id, tags)
         return run_id
 
+    @deferred()  # a write cut in half leaves the database locked
     def start_child(self, parent_id: str, kind: str, name: str,
                     tags: Mapping[str, Any] | None = None,
                     config: TrialConfig | None = None) -> str:
@@ -129,12 +131,14 @@ class Tracker:
             self.log_params(run.info.run_id, config)
         return run.info.run_id
 
+    @deferred()
     def log_params(self, run_id: str, config: TrialConfig) -> None:
         from mlflow.entities import Param
 
         self.client.log_batch(run_id, params=[Param(k, format_value(v))
                                               for k, v in config.to_flat().items()])
 
+    @deferred()
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
@@ -142,12 +146,14 @@ class Tracker:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0)
                                                for k, v in metrics.items()])
 
+    @deferred()
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    @deferred()
     def end(self, run_id: str, status: str, reason: str | None = None,
             tags: Mapping[str, Any] | None = None) -> None:
         """End a run: FINISHED, KILLED (pruned) or FAILED, with the reason as a tag."""

@@ -151,7 +151,8 @@ def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path, signum):
 
     study = _study(tmp_path)
     trial = study.trials[interrupted]
-    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
+    assert trial.state == TrialState.FAIL, err
+    assert trial.user_attrs["fail_reason"] == "interrupted"
     runs = mlflow_trial_runs(tmp_path)
     assert runs[interrupted][0].info.status == "FAILED"
     assert runs[interrupted][0].data.tags["cifar_search.reason"] == "interrupted"
