@@ -46,7 +46,7 @@ def models() -> None:
     import torch
 
     import cifar_models
-    from search.display import table
+    from search.reporting import table
 
     def count(name: str, num_classes: int) -> int:
         with torch.device("meta"):  # shapes only: counts resnet152 without allocating it
@@ -66,7 +66,7 @@ def models() -> None:
 def keys() -> None:
     """List every config key with its default and meaning (for --set and config files)."""
     from search.config import describe_keys
-    from search.display import table
+    from search.reporting import table
 
     click.echo(table(["key", "default", "meaning"], describe_keys(), align="lll"))
 
@@ -82,9 +82,9 @@ def data(dataset: str, data_dir: str | None, val_fraction: float, grid: str | No
     """Show a dataset as the tool loads it: splits, images per class, channel mean/std."""
     import numpy as np
 
-    from search import data as data_mod
+    from search.training import datasets as data_mod
     from search.config import TrialConfig
-    from search.display import table
+    from search.reporting import table
 
     cfg = TrialConfig().with_overrides({"data.dataset": dataset, "data.val_fraction": val_fraction})
     ds = data_mod.load(cfg.data.dataset, data_dir)
@@ -101,7 +101,7 @@ def data(dataset: str, data_dir: str | None, val_fraction: float, grid: str | No
     rows = [(i, name, counts_train[i], counts_test[i]) for i, name in enumerate(ds.classes)]
     click.echo(table(["label", "class", "train", "test"], rows, align="rlrr"))
     if grid:
-        from search.plots import sample_grid
+        from search.reporting import sample_grid
 
         path = sample_grid(ds.train_x, ds.train_y, ds.classes, Path(grid))
         click.echo(f"wrote {path}")
@@ -129,9 +129,9 @@ def train(model: str | None, dataset: str | None, data_dir: str | None, config_f
     data.kfold); with --test it trains on the whole training split and is evaluated
     once on the test split.
     """
-    from search import run
+    from search.training import protocols as run
     from search.config import TrialConfig, parse_assignments
-    from search.display import epoch_line, pct, summary
+    from search.reporting import epoch_line, pct, summary
 
     cfg = TrialConfig.from_file(config_file) if config_file else TrialConfig()
     overrides = {"model.name": model, "data.dataset": dataset, "runtime.seed": seed,
@@ -201,13 +201,13 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
     draws. Ctrl-C or SIGTERM marks the running trial FAIL (interrupted) and exits with
     code 130 within seconds.
     """
-    from search import engine
+    from search.engine import loop as engine
     from search.config import parse_assignments
-    from search.display import pct
+    from search.reporting import pct
     from search.interrupts import GRACE_S, exit_within
-    from search.storage import storage_label
+    from search.store import storage_label
     from search.study import load_study
-    from search.workers import WORKER_ENV
+    from search.engine import WORKER_ENV
 
     spec = load_study(study_name)
     options = engine.SearchOptions(n_trials=n_trials, timeout=timeout, data_dir=data_dir,
@@ -265,10 +265,10 @@ def search(study_name: str, n_trials: int | None, timeout: float | None, data_di
 
 def _run_workers(spec, options, workers: int, gpus: str | None, trials_per_gpu: int,
                  no_retrain: bool) -> None:
-    from search import engine
+    from search.engine import loop as engine
     from search.config import format_value
-    from search.tracking import Tracker
-    from search.workers import run_workers, worker_envs
+    from search.store import Tracker
+    from search.engine import run_workers, worker_envs
 
     gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
     argv = [sys.executable, str(Path(__file__).resolve()), "search", "--study", str(spec.path),
@@ -313,9 +313,9 @@ def _run_workers(spec, options, workers: int, gpus: str | None, trials_per_gpu: 
 def retrain(study_name: str, trial_number: int | None, seeds: str | None, data_dir: str | None,
             device: str | None, storage: str | None) -> None:
     """Retrain a trial's config on train+validation once per seed; test once per seed."""
-    from search import engine
+    from search.engine import loop as engine
     from search.study import load_study
-    from search.tracking import Tracker
+    from search.store import Tracker
 
     spec = load_study(study_name)
     study = engine.open_study(spec, storage, create=False)
@@ -336,9 +336,9 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _retrain_and_print(spec, study, parent_id, trial_number, seeds, data_dir, device) -> None:
-    from search.display import epoch_line, pct, summary
+    from search.reporting import epoch_line, pct, summary
     from search.retrain import final_retrain
-    from search.tracking import Tracker
+    from search.store import Tracker
 
     epochs = spec.retrain.epochs
     click.echo(f"final retrain on train+validation, {epochs} epochs, evaluated once on the test split")
@@ -358,8 +358,8 @@ def _retrain_and_print(spec, study, parent_id, trial_number, seeds, data_dir, de
 
 
 def _study_summary(spec, study) -> str:
-    from search.display import pct, table
-    from search.storage import state_counts
+    from search.reporting import pct, table
+    from search.store import state_counts
 
     counts = state_counts(study)
     lines = [f"\nstudy {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, "
@@ -387,7 +387,7 @@ def _study_summary(spec, study) -> str:
 def best(study_name: str, fmt: str, output: str | None) -> None:
     """The best trial's configuration and scores, read from MLflow; the file reruns with
     `cli.py train --config FILE --test`."""
-    from search.results import best_config_document
+    from search.reporting import best_config_document
     from search.study import load_study
 
     text = best_config_document(load_study(study_name), fmt)
@@ -408,7 +408,7 @@ def dashboard(study_name: str, storage: str | None, host: str, port: int) -> Non
     coordinates)."""
     import optuna_dashboard
 
-    from search.storage import open_storage
+    from search.store import open_storage
     from search.study import load_study
 
     spec = load_study(study_name)
@@ -429,8 +429,8 @@ def dashboard(study_name: str, storage: str | None, host: str, port: int) -> Non
 @click.option("--storage", help=STORAGE_HELP)
 def studies(storage: str | None) -> None:
     """The study files, with dataset, space size, trials done / target and best value."""
-    from search.display import table
-    from search.results import study_rows
+    from search.reporting import table
+    from search.reporting import study_rows
 
     click.echo(table(["study", "dataset", "sampler", "space", "done/target", "best", "file"],
                      study_rows(storage), align="llllrrl"))
@@ -464,7 +464,7 @@ def ablate(study_name: str, seeds: str, base: str, variants: str | None, leave_o
     trains the new ones.
     """
     from search.ablation import HEADERS, run_ablation, table_rows, write_files
-    from search.display import table
+    from search.reporting import table
     from search.study import load_study
 
     spec = load_study(study_name)
@@ -504,7 +504,7 @@ def report(study_name: str, out: str, storage: str | None) -> None:
     """Write one self-contained folder (markdown + PNG) about a study: summary, history,
     parameter importance, parallel coordinates, the best trial's curves, the final
     retrain's test metrics and confusion matrix, and the latest ablation table."""
-    from search.report import write_report
+    from search.reporting import write_report
     from search.study import load_study
 
     path = write_report(load_study(study_name), Path(out), storage)
@@ -530,7 +530,7 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
     same model, batch, 'full' augmentation and device; or, with --concurrency, the
     aggregate images/s of several of our worker processes sharing the device."""
     from search.config import TrialConfig
-    from search.display import table
+    from search.reporting import table
 
     counts = _counts(concurrency) if concurrency else []  # bad input fails before timing
     names = [m.strip() for m in model_names.split(",") if m.strip()]
@@ -538,7 +538,7 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
         TrialConfig().with_overrides({"model.name": name})  # unknown names fail before timing
     model_args = {"width": width} if width else None
     if counts:
-        from search.bench import concurrent_throughput
+        from search.perf import concurrent_throughput
 
         rows = []
         for name in names:
@@ -552,7 +552,7 @@ def bench(model_names: str, batch_size: int, device: str, steps: int, width: flo
         click.echo(table(["model", *(f"N={n}" for n in counts)], rows))
         return
 
-    from search.bench import run_bench
+    from search.perf import run_bench
 
     rows = []
     for name in names:
@@ -588,10 +588,10 @@ def check_fast_path(model: str, dataset: str, data_dir: str | None, seeds: str, 
     compares validation accuracy over the paired seeds. Exits 1 when a run did not learn
     (training loss did not fall, or accuracy not above chance). The test split is not read.
     """
-    from search import run
+    from search.training import protocols as run
     from search.config import TrialConfig, parse_assignments
-    from search.display import pct
-    from search.fast_path_check import FAST, check_fast_path as check
+    from search.reporting import pct
+    from search.perf import FAST, check_fast_path as check
 
     seed_list = _seed_list(seeds)
     cfg = TrialConfig().with_overrides({"model.name": model, "data.dataset": dataset,
@@ -644,7 +644,7 @@ def _counts(text: str) -> list[int]:
 def _write_outputs(out: Path, cfg, results) -> None:
     import torch
 
-    from search.train import EvalReport
+    from search.training import EvalReport
 
     def report(r) -> dict:
         f: EvalReport = r.final

@@ -69,7 +69,7 @@ def inspect(work: Path, study: Path) -> dict:
     os.chdir(work)  # the tool's storage paths are relative to the working folder
     try:
         from search.errors import ConfigError
-        from search.storage import open_storage
+        from search.store import open_storage
 
         storage = open_storage(study.stem, None, create=False)
         trials = optuna.load_study(study_name=study.stem, storage=storage).trials

@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 
 import cifar_models
-from search import run as run_mod
-from search.augment import AugmentPlan
+from search.training import protocols as run_mod
+from search.training import AugmentPlan
 from search.config import TrialConfig
 from search.errors import ConfigError, did_you_mean
 from search.stats import Comparison, compare
 from search.study import AblationSpec, StudySpec
-from search.tracking import Tracker, config_of
-from search.train import EpochStats, TrainResult, train_one
+from search.store import Tracker, config_of
+from search.training import EpochStats, TrainResult, train_one
 
 BASELINE = "baseline"
 HASH_TAG = "cifar_search.config_hash"
@@ -338,7 +338,7 @@ def bar_chart(outcome: AblationOutcome, path: Path) -> Path:
     """Mean accuracy per variant with 95% t-intervals over seeds as error bars."""
     from scipy import stats as st
 
-    from search.plots import plt
+    from search.reporting import plt
 
     names, means, errs = [], [], []
     for v in outcome.variants:

@@ -15,13 +15,13 @@ import torch
 from optuna.trial import TrialState
 from sklearn.metrics import classification_report
 
-from search import run as run_mod
+from search.training import protocols as run_mod
 from search.config import TrialConfig
 from search.errors import ConfigError
-from search.reports import confusion_png, curves_png
+from search.reporting import confusion_png, curves_png
 from search.study import StudySpec
-from search.tracking import TRIAL_TAG, Tracker
-from search.train import EpochStats, TrainResult
+from search.store import TRIAL_TAG, Tracker
+from search.training import EpochStats, TrainResult
 
 
 @dataclass

@@ -97,6 +97,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def cuda_path_on_cpu(monkeypatch):
     """Run the CUDA code path (bf16 autocast + channels_last) on the CPU."""
-    from search import train
+    from search.training import loop as train
 
     monkeypatch.setattr(train, "FAST_PATH_DEVICES", frozenset({"cuda", "cpu"}))

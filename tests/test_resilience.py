@@ -72,10 +72,10 @@ def _hold_lock(work: Path, code: str) -> subprocess.Popen:
     return holder
 
 
-HOLD_JOURNAL_LOCK = """from search.storage import open_storage
+HOLD_JOURNAL_LOCK = """from search.store import open_storage
 open_storage("res", None)._backend._lock.acquire()"""
-HOLD_CLAIM_LOCK = """from search.claims import file_lock
-from search.engine import claim_lock_path
+HOLD_CLAIM_LOCK = """from search.store import file_lock
+from search.store import claim_lock_path
 claim = file_lock(claim_lock_path("res", None))  # kept referenced: held until the exit
 claim.__enter__()"""
 
@@ -281,7 +281,7 @@ def test_a_worker_killed_while_creating_the_mlflow_store_leaves_no_broken_store(
     """MLflow builds its SQLite store in many migration steps (about a second); a worker
     killed in the middle must not leave a half-made store that no later run can open."""
     db = tmp_path / "mlruns" / "mlflow.db"
-    script = "from search.tracking import Tracker\nTracker('res')\n"
+    script = "from search.store import Tracker\nTracker('res')\n"
     env = {**env_for(tmp_path), "PYTHONPATH": str(ROOT)}
     for delay in (0.1, 0.3, 0.5):
         creator = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env,
@@ -390,7 +390,7 @@ def test_unreachable_storage_or_mlflow_is_one_line_exit_2(tmp_path, args, env_ex
 
 
 def test_gpu_workers_are_pinned_per_gpu():
-    from search.workers import WORKER_ENV, worker_envs
+    from search.engine import WORKER_ENV, worker_envs
 
     envs = worker_envs(1, ["0", "3"], trials_per_gpu=2)
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "0", "3", "3"]
@@ -401,7 +401,7 @@ def test_gpu_workers_are_pinned_per_gpu():
 
 
 def test_workers_share_the_cpu_cores(monkeypatch):
-    from search.workers import worker_envs
+    from search.engine import worker_envs
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)

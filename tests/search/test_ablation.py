@@ -11,7 +11,7 @@ from search.ablation import BASELINE, leave_one_out, same_run, run_ablation, tab
 from search.config import TrialConfig
 from search.errors import ConfigError
 from search.study import load_study
-from search.tracking import sqlite_uri
+from search.store import sqlite_uri
 
 ABLATION_STUDY = """
 [study]

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from search import augment
-from search.augment import AugmentPlan, BatchAugment
+from search.training import augment
+from search.training import AugmentPlan, BatchAugment
 from search.config import AugConfig
 
 

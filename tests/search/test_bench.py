@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from search.bench import (Span, aggregate_images_per_s, bench_config, bf16_peak_flops,
+from search.perf import (Span, aggregate_images_per_s, bench_config, bf16_peak_flops,
                           measure_ours, train_flops_per_image)
 
 

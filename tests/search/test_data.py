@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torchvision
 
-from search import data
+from search.training import datasets as data
 from search.errors import ConfigError
 
 

@@ -10,13 +10,13 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from search import engine
+from search.engine import loop as engine
 from search.config import TrialConfig
 from search.errors import ConfigError
-from search.results import best_config_document
+from search.reporting import best_config_document
 from search.retrain import final_retrain, trial_config
 from search.study import load_study
-from search.tracking import Tracker, sqlite_uri
+from search.store import Tracker, sqlite_uri
 
 TINY_FIXED = """
 [fixed]

@@ -16,10 +16,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from search import data
-from search import train as train_mod
+from search.training import datasets as data
+from search.training import loop as train_mod
 from search.config import TrialConfig
-from search.train import train_one
+from search.training import train_one
 
 TINY = {"data.dataset": "synthetic", "data.synthetic_size": 400, "data.synthetic_classes": 4,
         "model.name": "improved_cnn", "model.width": 0.25, "optim.epochs": 2,

@@ -5,10 +5,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from search import data
+from search.training import datasets as data
 from search import stats
 from search.config import TrialConfig
-from search.fast_path_check import FAST, FP32, ArmRun, FastPathCheck, check_fast_path
+from search.perf import FAST, FP32, ArmRun, FastPathCheck, check_fast_path
 
 TINY = {"data.dataset": "synthetic", "data.synthetic_size": 400, "data.synthetic_classes": 4,
         "model.name": "improved_cnn", "model.width": 0.25, "optim.epochs": 3,

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from search import engine
+from search.engine import loop as engine
 from search.ablation import run_ablation
-from search.report import write_report
+from search.reporting import write_report
 from search.retrain import final_retrain
 from search.study import load_study
-from search.tracking import Tracker, sqlite_uri
+from search.store import Tracker, sqlite_uri
 
 STUDY = """
 [study]

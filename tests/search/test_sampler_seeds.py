@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.sampler_seeds import TrialSeededSampler, trial_seed
-from search.space import suggest
-from search.storage import open_storage
+from search.study import TrialSeededSampler, trial_seed
+from search.study import suggest
+from search.store import open_storage
 from search.study import load_study, study_sampler
 
 STUDY = """

@@ -8,7 +8,7 @@ import pytest
 
 from search.config import TrialConfig
 from search.errors import ConfigError
-from search.space import current_value, grid_space, param_values, suggest
+from search.study import current_value, grid_space, param_values, suggest
 from search.study import list_studies, load_study, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

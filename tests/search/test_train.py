@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from search import data
+from search.training import datasets as data
 from search.config import TrialConfig
-from search.train import NonFiniteLossError, lr_factor, train_one
+from search.training import NonFiniteLossError, lr_factor, train_one
 
 TINY = {"data.dataset": "synthetic", "data.synthetic_size": 400, "data.synthetic_classes": 4,
         "model.name": "improved_cnn", "model.width": 0.25, "optim.epochs": 4,
@@ -108,7 +108,7 @@ def test_test_split_is_read_once_after_training():
 def test_state_dict_loads_into_a_fresh_model():
     cfg = _cfg(optim__epochs=1)
     result = train_one(cfg, _holdout(cfg))
-    from search.train import build_model
+    from search.training import build_model
     model = build_model(cfg, 4)
     model.load_state_dict(result.state_dict)
     assert result.n_params == sum(p.numel() for p in model.parameters())

@@ -7,7 +7,7 @@
   (host, pid) and a heartbeat timestamp; a RUNNING trial whose process is gone (same
   host) or whose last heartbeat is ``GRACE_BEATS`` intervals old is marked FAIL ("worker lost") and
   its parameters are enqueued once more. RDB storages use Optuna's own heartbeat instead,
-  with ``retry_lost_trial`` as its stale-trial callback (see ``search.storage``).
+  with ``retry_lost_trial`` as its stale-trial callback (see ``search.store.optuna_store``).
 - A retry is the one intended repeat of a configuration: on every storage it carries the
   user attribute ``RETRY_ATTR`` (the lost trial's number), and a retry is not retried again.
 """
@@ -32,18 +32,6 @@ HEARTBEAT_S = 20.0     # default: how often a running trial's worker says it is 
 GRACE_BEATS = 3        # missed heartbeats after which a running trial counts as lost
 RETRY_ATTR = "retry_of"  # user attribute of a retry: the number of the lost trial it reruns
 HOST = socket.gethostname()
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def rdb_storage(study: optuna.Study) -> RDBStorage | None:

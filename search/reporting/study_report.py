@@ -12,11 +12,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from search import engine
-from search.plots import plt
-from search.storage import state_counts
+from search.engine import loop as engine
+from search.reporting.figures import plt
+from search.store import state_counts
 from search.study import StudySpec
-from search.tracking import TRIAL_TAG, Tracker
+from search.store import TRIAL_TAG, Tracker
 
 
 def history_png(study: optuna.Study, metric: str, maximize: bool, path: Path) -> Path:

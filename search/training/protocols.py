@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search import data as data_mod
+from search.training import datasets as data_mod
 from search.config import TrialConfig
-from search.train import EpochStats, TrainResult, resolve_device, train_one
+from search.training.loop import EpochStats, TrainResult, resolve_device, train_one
 
 
 def load_dataset(cfg: TrialConfig, data_dir: str | os.PathLike | None) -> data_mod.Dataset:

@@ -10,62 +10,24 @@ relative). A line torn by a writer killed mid-write is cut off by the next write
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import BaseJournalFileLock  # not re-exported by Optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from search.claims import GRACE_BEATS, HEARTBEAT_S, retry_lost_trial
 from search.errors import ConfigError
-from search.tracking import RUNS_DIR, mask_credentials
+from search.store.locations import journal_path, mask_credentials
+from search.store.locks import FlockJournalLock
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward n_trials
-
-
-def journal_path(study_name: str) -> Path:
-    """Absolute, so that every lock and link derived from it resolves the same way
-    whatever the worker's current directory."""
-    return (RUNS_DIR / f"{study_name}.journal").resolve()
-
-
-class FlockJournalLock(BaseJournalFileLock):
-    """An exclusive ``flock`` on ``<journal>.flock`` around each journal write.
-
-    The kernel drops the lock when the holder's file descriptor closes, including when the
-    process is killed, so there is no stale lock to detect and no grace period to wait out.
-    A blocked ``acquire`` is interruptible: Ctrl-C and SIGTERM reach the waiter at once.
-    Each acquire opens its own descriptor, so threads of one process exclude each other too.
-    """
-
-    def __init__(self, journal: Path) -> None:
-        self.path = Path(str(journal) + ".flock")
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            # Unlock explicitly: a child forked meanwhile (a DataLoader or compile worker)
-            # shares the open file, and closing our descriptor alone would not unlock it.
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
 
 class JournalFile(JournalFileBackend):
@@ -111,17 +73,23 @@ def _cut_torn_tail(fh: BinaryIO) -> None:
     fh.seek(end)
 
 
-def storage_label(study_name: str, url: str | None) -> str:
-    """Where the study lives, safe to print and log (credentials masked)."""
-    return mask_credentials(url) if url else str(journal_path(study_name))
+@dataclass(frozen=True)
+class Liveness:
+    """How an RDB storage finds trials whose worker died: Optuna's heartbeat every
+    ``heartbeat_s``, a trial silent for ``grace_s`` is failed and passed to ``on_lost``."""
+
+    heartbeat_s: float
+    grace_s: float
+    on_lost: Callable[[optuna.Study, FrozenTrial], None]
 
 
 def open_storage(study_name: str, url: str | None, *, create: bool = True,
-                 heartbeat: float = HEARTBEAT_S) -> BaseStorage:
+                 liveness: Liveness | None = None) -> BaseStorage:
     """The journal file for ``study_name``, or the RDB at ``url``.
 
     With ``create=False`` a missing journal file is an error instead of a new file (for
-    read-only commands such as ``best`` and ``dashboard``).
+    read-only commands such as ``best`` and ``dashboard``). ``liveness`` applies to RDB
+    storages only (a journal's workers beat on their own: search.engine.coordination).
     """
     if url is None:
         path = journal_path(study_name)
@@ -133,14 +101,16 @@ def open_storage(study_name: str, url: str | None, *, create: bool = True,
 
         return JournalStorage(JournalFile(path))
     try:
+        if liveness is None:
+            return optuna.storages.RDBStorage(url)
         # Optuna's heartbeat marks a dead worker's trial FAIL and the callback enqueues
-        # its parameters once more, marked as journal storages mark it (search.claims).
+        # its parameters once more, marked as journal storages mark it.
         with warnings.catch_warnings():  # both are marked experimental; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, heartbeat_interval=max(1, round(heartbeat)),
-                grace_period=max(1, round(heartbeat * GRACE_BEATS)),
-                heartbeat_stale_trial_callback=retry_lost_trial)
+                url, heartbeat_interval=max(1, round(liveness.heartbeat_s)),
+                grace_period=max(1, round(liveness.grace_s)),
+                heartbeat_stale_trial_callback=liveness.on_lost)
     except Exception as exc:  # driver missing, server down, bad URL: one clear line
         hint = ""
         if isinstance(exc, ImportError) and url.startswith("postgresql"):

@@ -26,10 +26,10 @@ import cifar_models
 
 from search.config import DATASETS, FLAT_KEYS, TrialConfig, coerce
 from search.errors import ConfigError, did_you_mean
-from search.sampler_seeds import TrialSeededSampler
-from search.space import grid_space
+from search.study.sampler_seeds import TrialSeededSampler
+from search.study.suggest import grid_space
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 
 # metric -> the only direction that makes sense for it
 METRICS = {"val_acc": "maximize", "val_loss": "minimize", "val_top5": "maximize"}

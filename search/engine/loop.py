@@ -24,16 +24,17 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from search import run as run_mod
-from search.claims import (GRACE_BEATS, HEARTBEAT_S, RETRY_ATTR, ClaimLock, Heartbeat,
-                           fail_lost_trials, fail_stale_rdb_trials, rdb_storage)
+from search.training import protocols as run_mod
+from search.engine.coordination import (GRACE_BEATS, HEARTBEAT_S, RETRY_ATTR, ClaimLock, Heartbeat,
+                           fail_lost_trials, fail_stale_rdb_trials, rdb_storage,
+                           retry_lost_trial)
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
-from search.space import suggest
-from search.storage import journal_path, open_storage, state_counts, storage_label
+from search.study import suggest
+from search.store import Liveness, claim_lock_path, open_storage, state_counts, storage_label
 from search.study import StudySpec, make_pruner, study_sampler
-from search.tracking import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
-from search.train import EpochStats, NonFiniteLossError
+from search.store import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
+from search.training import EpochStats, NonFiniteLossError
 
 # We print our own progress and keep failed trials' tracebacks in MLflow, so Optuna's
 # per-trial warnings (a traceback per failed trial) would only repeat them.
@@ -110,7 +111,8 @@ def package_versions() -> dict[str, str]:
 
 def open_study(spec: StudySpec, storage_url: str | None, *, create: bool = True,
                heartbeat: float = HEARTBEAT_S) -> optuna.Study:
-    storage = open_storage(spec.name, storage_url, create=create, heartbeat=heartbeat)
+    liveness = Liveness(heartbeat, heartbeat * GRACE_BEATS, retry_lost_trial)
+    storage = open_storage(spec.name, storage_url, create=create, liveness=liveness)
     if not create:
         try:
             return optuna.load_study(study_name=spec.name, storage=storage,
@@ -163,7 +165,7 @@ def run_search(spec: StudySpec, options: SearchOptions,
     tracker.client.update_run(parent_id, status="RUNNING")
     metric = spec.metric
 
-    journal = rdb_storage(study) is None  # no Optuna heartbeat: ours (search.claims)
+    journal = rdb_storage(study) is None  # no Optuna heartbeat: ours (search.engine.coordination)
     claim = ClaimLock(study, claim_lock_path(spec.name, options.storage))
     ending: dict[int, tuple[str, str | None]] = {}  # trial number -> (its run id, reason)
 
@@ -293,15 +295,6 @@ def run_search(spec: StudySpec, options: SearchOptions,
     return SearchOutcome(study, parent_id, target, ran)
 
 
-def claim_lock_path(study_name: str, storage_url: str | None) -> Path | None:
-    """The lock file beside a journal or SQLite storage (None for server databases)."""
-    if storage_url is None:
-        return journal_path(study_name).with_suffix(".lock")
-    if storage_url.startswith("sqlite:///"):
-        return Path(storage_url[len("sqlite:///"):] + f".{study_name}.lock").resolve()
-    return None
-
-
 # how a trial's MLflow run ends, by the trial's final Optuna state
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED",
               TrialState.FAIL: "FAILED"}
@@ -352,7 +345,7 @@ def write_study_plots(study: optuna.Study, tracker: Tracker, parent_id: str) -> 
     import tempfile
     from pathlib import Path
 
-    from search.reports import study_figures
+    from search.reporting import study_figures
 
     written = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Several worker processes on one machine, sharing one study's storage.
 
 Each worker is a plain ``cli.py search`` process (with ``--no-retrain``): they cooperate
-through the storage and its claim lock (``search.claims``), exactly as independent
+through the storage and its claim lock (``search.engine.coordination``), exactly as independent
 commands started by hand, on this machine or others, do. With GPUs, each worker is pinned
 to one through ``CUDA_VISIBLE_DEVICES``.
 """
@@ -14,16 +14,9 @@ import time
 from collections.abc import Sequence
 
 from search.interrupts import GRACE_S
+from search.training import threads_per_process
 
 WORKER_ENV = "CIFAR_SEARCH_WORKER"   # the worker's index, used to prefix its output
-
-
-def threads_per_process(processes: int) -> int:
-    """CPU threads each of ``processes`` processes may use: torch otherwise gives every
-    process one thread per core, and N processes on one machine then fight over the cores
-    (2 resnet20 workers on 2 cores trained at 0.46x the speed of one, and at 1.01x-1.20x
-    with the cores split)."""
-    return max(1, (os.cpu_count() or 1) // processes)
 
 
 def worker_envs(workers: int, gpus: Sequence[str] | None, trials_per_gpu: int) -> list[dict]:

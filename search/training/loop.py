@@ -7,6 +7,7 @@ GPU is never waiting on Python between steps.
 from __future__ import annotations
 
 import math
+import os
 import resource
 import time
 from collections import OrderedDict
@@ -19,9 +20,9 @@ import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 import cifar_models
-from search.augment import AugmentPlan, BatchAugment
+from search.training.augment import AugmentPlan, BatchAugment
 from search.config import TrialConfig
-from search.data import TrainData
+from search.training.datasets import TrainData
 from search.errors import ConfigError
 
 
@@ -86,6 +87,14 @@ class TrainResult:
     device: str
     stop_reason: str | None = None
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+
+def threads_per_process(processes: int) -> int:
+    """CPU threads each of ``processes`` processes may use: torch otherwise gives every
+    process one thread per core, and N processes on one machine then fight over the cores
+    (2 resnet20 workers on 2 cores trained at 0.46x the speed of one, and at 1.01x-1.20x
+    with the cores split)."""
+    return max(1, (os.cpu_count() or 1) // processes)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from search import data as data_mod
+from search.training import datasets as data_mod
 from search.config import TrialConfig
-from search.train import build_model, peak_memory_mb, resolve_device, train_one
-from search.workers import threads_per_process
+from search.training import build_model, peak_memory_mb, resolve_device, train_one
+from search.training import threads_per_process
 
 # Dense bf16 tensor-core peaks (FLOP/s, vendor datasheets) for the model FLOP utilisation
 # estimate, matched as whole words against torch.cuda.get_device_name in this order

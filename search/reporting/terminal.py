@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from search.train import EpochStats, EvalReport, TrainResult
+from search.training import EpochStats, EvalReport, TrainResult
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:

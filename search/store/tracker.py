@@ -20,36 +20,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search.claims import file_lock
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
 from search.interrupts import deferred
+from search.store.locations import mask_credentials, sqlite_file, sqlite_uri, tracking_uri
+from search.store.locks import file_lock
 
-RUNS_DIR = Path("mlruns")
 KIND = "cifar_search.kind"          # study | trial | final | ablation
 STUDY_TAG = "cifar_search.study"
 TRIAL_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"
 REASON_TAG = "cifar_search.reason"
 RETRY_TAG = "cifar_search.retry_of"  # on a retry's run: the number of the lost trial it reruns
-
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store ``./mlruns/mlflow.db``
-    (as an absolute path: MLflow caches stores by URI, so a relative one would keep
-    pointing at the first working directory's database)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(RUNS_DIR / "mlflow.db")
-
-
-def sqlite_uri(path: Path) -> str:
-    return f"sqlite:///{path.resolve()}"
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (without its ``?query``), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
 
 
 class Tracker:
@@ -64,7 +46,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm noise
-        db = _sqlite_file(self.uri)
+        db = sqlite_file(self.uri)
         if db is not None:
             if not create and not db.exists():
                 raise ConfigError(f"no MLflow runs yet ({db} is missing): run `cli.py search` "
@@ -211,11 +193,3 @@ def config_of(run: Any) -> TrialConfig:
     return TrialConfig.from_flat(dict(run.data.params))
 
 
-def mask_credentials(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, at, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 import cifar_models
-from search.augment import PRESETS
+from search.training import PRESETS
 from search.config import TrialConfig
 from search.errors import ConfigError
 
 if TYPE_CHECKING:  # study.py imports this module, so only for annotations
-    from search.study import ParamSpec, StudySpec
+    from search.study.spec import ParamSpec, StudySpec
 
 
 def suggest(spec: StudySpec, trial: optuna.trial.BaseTrial) -> TrialConfig:

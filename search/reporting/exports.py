@@ -7,7 +7,7 @@ from typing import Any
 
 from search.errors import ConfigError
 from search.study import StudySpec, list_studies, load_study
-from search.tracking import TRIAL_TAG, Tracker, config_of
+from search.store import TRIAL_TAG, Tracker, config_of
 
 
 def best_config_document(spec: StudySpec, fmt: str = "toml") -> str:
@@ -42,8 +42,8 @@ def best_config_document(spec: StudySpec, fmt: str = "toml") -> str:
 
 def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) -> list[tuple]:
     """One row per study file: name, dataset, sampler, space size, done/target, best."""
-    from search import engine
-    from search.storage import finished_count, journal_path
+    from search.engine import loop as engine
+    from search.store import finished_count, journal_path
 
     rows = []
     for path in list_studies(studies_dir):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from search import data as data_mod
-from search import run
+from search.training import datasets as data_mod
+from search.training import protocols as run
 from search import stats
-from search import train as train_mod
+from search.training import loop as train_mod
 from search.config import TrialConfig
 
 FAST, FP32 = "fast", "fp32"

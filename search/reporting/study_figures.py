@@ -34,7 +34,7 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
 
 def confusion_png(confusion: np.ndarray, classes: tuple[str, ...], path: Path, title: str) -> Path:
     """Row-normalised confusion matrix (true class rows, predicted class columns)."""
-    from search.plots import plt
+    from search.reporting.figures import plt
 
     n = len(classes)
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -62,7 +62,7 @@ def confusion_png(confusion: np.ndarray, classes: tuple[str, ...], path: Path, t
 def curves_png(histories: dict[str, list], path: Path, title: str) -> Path:
     """Training loss and accuracy per epoch (plus validation when present), one line per
     run (e.g. per seed)."""
-    from search.plots import plt
+    from search.reporting.figures import plt
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for label, history in histories.items():

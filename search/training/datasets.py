@@ -5,7 +5,7 @@ python-pickle folders), ``digits`` (scikit-learn's bundled 8x8 digits, upsampled
 32x32x3: real data, fully offline) and ``synthetic`` (deterministic, learnable random
 images of any size and class count, for tests and benchmarks).
 
-Arrays are ``(N, 3, H, W)`` uint8 and int64 labels on the host; ``search.train`` moves a
+Arrays are ``(N, 3, H, W)`` uint8 and int64 labels on the host; ``search.training.loop`` moves a
 whole split to the training device once.
 """
 from __future__ import annotations

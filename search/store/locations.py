@@ -1,0 +1,60 @@
+"""Every path and URL rule, once: the runs folder, the journal and lock files beside it, the
+MLflow tracking URI, ``sqlite:///`` parsing and credential masking. Pure functions of
+their arguments and the environment: nothing here opens, creates or imports a store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RUNS_DIR = Path("mlruns")
+SQLITE_PREFIX = "sqlite:///"
+
+
+def journal_path(study_name: str) -> Path:
+    """Absolute, so that every lock and link derived from it resolves the same way
+    whatever the worker's current directory."""
+    return (RUNS_DIR / f"{study_name}.journal").resolve()
+
+
+def claim_lock_path(study_name: str, storage_url: str | None) -> Path | None:
+    """The lock file beside a journal or SQLite storage (None for server databases)."""
+    if storage_url is None:
+        return journal_path(study_name).with_suffix(".lock")
+    database = sqlite_file(storage_url)
+    if database is not None:
+        return Path(f"{database}.{study_name}.lock").resolve()
+    return None
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store ``./mlruns/mlflow.db``
+    (as an absolute path: MLflow caches stores by URI, so a relative one would keep
+    pointing at the first working directory's database)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(RUNS_DIR / "mlflow.db")
+
+
+def sqlite_uri(path: Path) -> str:
+    return f"{SQLITE_PREFIX}{path.resolve()}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (without its ``?query``), else None."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    return Path(uri[len(SQLITE_PREFIX):].split("?", 1)[0])
+
+
+def storage_label(study_name: str, url: str | None) -> str:
+    """Where the study lives, safe to print and log (credentials masked)."""
+    return mask_credentials(url) if url else str(journal_path(study_name))
+
+
+def mask_credentials(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
