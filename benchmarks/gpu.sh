@@ -40,7 +40,7 @@ for part in "${parts[@]}"; do
     compile) "${bench[@]}" --compile --model se_resnet18,resnet20 ;;
     concurrency) "${bench[@]}" --model resnet20,se_resnet18 --concurrency 1,2,4 ;;
     learning) python cli.py check-fast-path --data-dir "$sample" --seeds 5 --device cuda ;;
-    tests) python -m pytest -q -m gpu tests/search/test_fast_path.py tests/search/test_bench.py ;;
+    tests) python -m pytest -q -m gpu tests/search/training/test_fast_path.py tests/search/perf/test_bench.py ;;
   esac || { status=$?; echo "== $part failed (exit $status)"; }
 done
 exit $status

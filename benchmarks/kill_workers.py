@@ -10,6 +10,7 @@ retries, and the wall time. Exit 1 if any run broke a guarantee.
     python benchmarks/kill_workers.py --runs 3                  # the smoke study, 3 workers
     python benchmarks/kill_workers.py --kills 5 --heartbeat 5 --workers 3 --seed 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,22 @@ def start(work: Path, study: Path, heartbeat: float) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlruns' / 'mlflow.db'}"}
     log = (work / f"worker-{time.monotonic_ns()}.err").open("w")
     with log:
-        return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "search", "--study",
-                                 str(study), "--no-retrain", "--heartbeat", str(heartbeat)],
-                                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "search",
+                "--study",
+                str(study),
+                "--no-retrain",
+                "--heartbeat",
+                str(heartbeat),
+            ],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def last_error_lines(work: Path) -> list[str]:
@@ -57,8 +71,12 @@ def one_run(study: Path, args: argparse.Namespace, rng: random.Random) -> dict:
         codes = [p.wait() for p in procs]
         codes.append(start(work, study, args.heartbeat).wait())
         seconds = time.monotonic() - began
-        return {**inspect(work, study), "codes": codes, "seconds": seconds,
-                "errors": last_error_lines(work)}
+        return {
+            **inspect(work, study),
+            "codes": codes,
+            "seconds": seconds,
+            "errors": last_error_lines(work),
+        }
 
 
 def inspect(work: Path, study: Path) -> dict:
@@ -81,14 +99,23 @@ def inspect(work: Path, study: Path) -> dict:
     firsts = [tuple(sorted(t.params.items())) for t in done if "retry_of" not in t.user_attrs]
     client = mlflow.MlflowClient(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(study.stem)
-    running_runs = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id],
-        "attributes.status = 'RUNNING' and tags.`cifar_search.kind` = 'trial'")
-    return {"finished": len(done), "trials": len(trials),
-            "failed": sum(t.state == TrialState.FAIL for t in trials),
-            "retries": sum("retry_of" in t.user_attrs for t in trials),
-            "left": sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials),
-            "repeats": len(firsts) - len(set(firsts)), "running_runs": len(running_runs)}
+    running_runs = (
+        []
+        if experiment is None
+        else client.search_runs(
+            [experiment.experiment_id],
+            "attributes.status = 'RUNNING' and tags.`cifar_search.kind` = 'trial'",
+        )
+    )
+    return {
+        "finished": len(done),
+        "trials": len(trials),
+        "failed": sum(t.state == TrialState.FAIL for t in trials),
+        "retries": sum("retry_of" in t.user_attrs for t in trials),
+        "left": sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials),
+        "repeats": len(firsts) - len(set(firsts)),
+        "running_runs": len(running_runs),
+    }
 
 
 def main() -> int:
@@ -107,22 +134,33 @@ def main() -> int:
     from search.study import load_study
 
     target = load_study(str(study)).n_trials
-    print(f"{study.stem}: target {target} trials, {args.workers} workers, {args.kills} "
-          f"kill -9 + restart, heartbeat {args.heartbeat:g}s")
-    print("run  seed    finished  trials  failed  retries  left  repeats  running-runs  exit"
-          "           seconds")
+    print(
+        f"{study.stem}: target {target} trials, {args.workers} workers, {args.kills} "
+        f"kill -9 + restart, heartbeat {args.heartbeat:g}s"
+    )
+    print(
+        "run  seed    finished  trials  failed  retries  left  repeats  running-runs  exit"
+        "           seconds"
+    )
     broken = 0
     for run in range(args.runs):
         seed = args.seed if args.seed is not None and run == 0 else random.randrange(10**6)
         r = one_run(study, args, random.Random(seed))
-        ok = (r["finished"] == target and not r["left"] and not r["repeats"]
-              and not r["running_runs"] and not any(r["codes"]))
+        ok = (
+            r["finished"] == target
+            and not r["left"]
+            and not r["repeats"]
+            and not r["running_runs"]
+            and not any(r["codes"])
+        )
         broken += not ok
-        print(f"{run:>3}  {seed:<6}  {r['finished']:>4}/{target:<3}  {r['trials']:>6}  "
-              f"{r['failed']:>6}  {r['retries']:>7}  {r['left']:>4}  {r['repeats']:>7}  "
-              f"{r['running_runs']:>12}  {','.join(map(str, r['codes'])):<13}  "
-              f"{r['seconds']:>7.1f}  {'ok' if ok else 'BROKEN ' + ' | '.join(r['errors'])}",
-              flush=True)
+        print(
+            f"{run:>3}  {seed:<6}  {r['finished']:>4}/{target:<3}  {r['trials']:>6}  "
+            f"{r['failed']:>6}  {r['retries']:>7}  {r['left']:>4}  {r['repeats']:>7}  "
+            f"{r['running_runs']:>12}  {','.join(map(str, r['codes'])):<13}  "
+            f"{r['seconds']:>7.1f}  {'ok' if ok else 'BROKEN ' + ' | '.join(r['errors'])}",
+            flush=True,
+        )
     print(f"{args.runs - broken}/{args.runs} runs kept every guarantee")
     return 1 if broken else 0
 

@@ -7,7 +7,7 @@ The eca_/ghost_ variants add ECA attention or swap the block convs for Ghost mod
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

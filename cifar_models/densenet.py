@@ -7,7 +7,7 @@ of ImageNet's 7x7/2 conv + max-pool, which would discard most of a 32x32 image.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

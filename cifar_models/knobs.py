@@ -7,8 +7,8 @@ rather than in each builder; builders may only use knobs listed in ``VALIDATORS`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Callable
 
 from .errors import ModelConfigError
 
@@ -20,8 +20,9 @@ def _type_name(value: object) -> str:
 
 
 def _bad(key: str, value: object, reason: str) -> ModelConfigError:
-    return ModelConfigError(f"knob {key!r} = {value!r} {reason}", key=key, value=value,
-                            reason=reason)
+    return ModelConfigError(
+        f"knob {key!r} = {value!r} {reason}", key=key, value=value, reason=reason
+    )
 
 
 def _integer(key: str, value: object) -> int:

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from torch import nn
 
+from .catalog import TIMM_KNOBS, TIMM_PREFIX, Table, is_timm
+from .catalog import model_family as _catalog_family
 from .errors import ModelConfigError
 from .knobs import VALIDATORS, check_knob
-
-TIMM_PREFIX = "timm:"
-# timm models are built by timm itself; only the classifier dropout is passed through.
-TIMM_KNOBS: dict[str, object] = {"dropout": 0.0}
 
 Builder = Callable[..., nn.Module]
 B = TypeVar("B", bound=Builder)
@@ -75,40 +74,25 @@ def register_model(family: str) -> Callable[[B], B]:
     return decorate
 
 
-def list_models() -> list[str]:
-    """Sorted names of all registered models (``timm:<name>`` ones are not listed)."""
-    return sorted(_REGISTRY)
+def table() -> Table:
+    """Every registered model: name -> (family, knob defaults)."""
+    return {name: (e.family, dict(e.knobs)) for name, e in _REGISTRY.items()}
+
+
+def builtin_table() -> Table:
+    """The models registered by this package's own modules (what ``catalog.json`` holds)."""
+    return {
+        name: (e.family, dict(e.knobs))
+        for name, e in _REGISTRY.items()
+        if e.builder.__module__.startswith(f"{__package__}.")
+    }
 
 
 def _entry(name: object) -> _Entry:
     if isinstance(name, str) and name in _REGISTRY:
         return _REGISTRY[name]
-    known = list_models()
-    close = difflib.get_close_matches(name, known, n=1) if isinstance(name, str) else []
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ModelConfigError(
-        f"unknown model {name!r}{hint}; known models: {', '.join(known)} (or timm:<name>)",
-        key="name",
-        value=name,
-    )
-
-
-def _is_timm(name: object) -> bool:
-    return isinstance(name, str) and name.startswith(TIMM_PREFIX)
-
-
-def model_family(name: str) -> str:
-    """Family of a registered model (``"timm"`` for ``timm:<name>``)."""
-    if _is_timm(name):
-        return "timm"
-    return _entry(name).family
-
-
-def model_knobs(name: str) -> dict[str, object]:
-    """Knob name -> default value that ``create(name, ...)`` accepts."""
-    if _is_timm(name):
-        return dict(TIMM_KNOBS)
-    return dict(_entry(name).knobs)
+    _catalog_family(name)  # raises the unknown-model error, with suggestions
+    raise AssertionError(f"{name!r} is in the catalog but not registered")
 
 
 def _check_knobs(
@@ -129,11 +113,7 @@ def _check_knobs(
 
 
 def _check_num_classes(num_classes: object) -> int:
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, Integral)
-        or num_classes < 2
-    ):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 2:
         raise ModelConfigError(
             f"num_classes = {num_classes!r} must be an integer >= 2",
             key="num_classes",
@@ -147,7 +127,7 @@ def create(name: str, num_classes: int, **model_args: object) -> nn.Module:
 
     Every user mistake (unknown name or knob, bad value) raises ModelConfigError.
     """
-    if _is_timm(name):
+    if is_timm(name):
         # Imported here because external.py registers its own models through this module.
         from .external import create_timm_model
 

@@ -8,7 +8,7 @@ attention scales the residual branch before the addition (Hu et al. 2018).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -143,8 +143,7 @@ def _make_builder(
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = (
-        f"{name}: CIFAR ResNet, {block.__name__} stages {blocks}, "
-        f"attention={default_attention!r}."
+        f"{name}: CIFAR ResNet, {block.__name__} stages {blocks}, attention={default_attention!r}."
     )
     return register_model(family)(build)
 

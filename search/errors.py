@@ -1,5 +1,6 @@
 """The one exception type for mistakes a user can make (bad study file, unknown model,
 missing data, bad ``--set``). The CLI turns it into a one-line message and exit code 2."""
+
 from __future__ import annotations
 
 import difflib
@@ -16,8 +17,9 @@ class ConfigError(Exception):
     ``studies/smoke.toml: optim.lr = 'fast': expected a float``.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
-                 value: Any = _UNSET) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, key: str | None = None, value: Any = _UNSET
+    ) -> None:
         self.message = message
         self.file = file
         self.key = key

@@ -13,6 +13,7 @@ lock held by a hung process, a stuck server), the process exits at once with the
 code; its trial is then left RUNNING and the next run recovers it as lost (its process is
 gone), exactly as after ``kill -9``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,11 +24,11 @@ import threading
 import time
 from collections.abc import Iterator
 
-GRACE_S = 7.0          # a worker's clean-up after Ctrl-C / SIGTERM, at most
+GRACE_S = 7.0  # a worker's clean-up after Ctrl-C / SIGTERM, at most
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
 
-_deferring = 0         # depth of deferred() blocks in the main thread
-_pending = False       # a signal arrived inside one: raise at the end of the outermost
+_deferring = 0  # depth of deferred() blocks in the main thread
+_pending = False  # a signal arrived inside one: raise at the end of the outermost
 
 
 @contextlib.contextmanager
@@ -56,8 +57,9 @@ def exit_within(grace_s: float = GRACE_S, code: int = EXIT_INTERRUPTED) -> None:
     interrupted = threading.Event()
     # Started now, not in the handler: starting a thread takes a lock of the threading
     # module that the interrupted main thread may be holding.
-    threading.Thread(target=_watchdog, args=(interrupted, grace_s, code), daemon=True,
-                     name="interrupt-watchdog").start()
+    threading.Thread(
+        target=_watchdog, args=(interrupted, grace_s, code), daemon=True, name="interrupt-watchdog"
+    ).start()
 
     def interrupt(signum: int, frame: object) -> None:
         global _pending
@@ -76,7 +78,9 @@ def exit_within(grace_s: float = GRACE_S, code: int = EXIT_INTERRUPTED) -> None:
 def _watchdog(interrupted: threading.Event, grace_s: float, code: int) -> None:
     interrupted.wait()
     time.sleep(grace_s)
-    sys.stderr.write(f"interrupted: clean-up still running after {grace_s:g}s, exiting now; "
-                     f"the next run recovers the running trial as lost\n")
+    sys.stderr.write(
+        f"interrupted: clean-up still running after {grace_s:g}s, exiting now; "
+        f"the next run recovers the running trial as lost\n"
+    )
     sys.stderr.flush()
     os._exit(code)

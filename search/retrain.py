@@ -1,6 +1,7 @@
 """The final retrain: the best (or a chosen) trial's config, trained on the whole training
 split (train + validation) for the study's final epochs, once per seed, and evaluated
 once on the test split. Logged as a ``final`` child run of the study's parent run."""
+
 from __future__ import annotations
 
 import json
@@ -15,21 +16,20 @@ import torch
 from optuna.trial import TrialState
 from sklearn.metrics import classification_report
 
-from search.training import protocols as run_mod
 from search.config import TrialConfig
 from search.errors import ConfigError
-from search.reporting import confusion_png, curves_png
-from search.study import StudySpec
 from search.store import TRIAL_TAG, Tracker
+from search.study import StudySpec
 from search.training import EpochStats, TrainResult
+from search.training import protocols as run_mod
 
 
 @dataclass
 class FinalOutcome:
     run_id: str
     trial_number: int
-    config: TrialConfig                  # the retrained config (first seed)
-    results: dict[int, TrainResult]      # per seed
+    config: TrialConfig  # the retrained config (first seed)
+    results: dict[int, TrainResult]  # per seed
     classes: tuple[str, ...]
 
     def values(self, key: str) -> list[float]:
@@ -39,6 +39,11 @@ class FinalOutcome:
         v = self.values(key)
         return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
+    @property
+    def confusion(self) -> np.ndarray:
+        """The test confusion matrix summed over seeds."""
+        return sum(r.final.confusion for r in self.results.values())
+
 
 def pick_trial(study: optuna.Study, trial_number: int | None) -> optuna.trial.FrozenTrial:
     """The best COMPLETE trial, or trial ``trial_number`` (which must be COMPLETE)."""
@@ -46,8 +51,11 @@ def pick_trial(study: optuna.Study, trial_number: int | None) -> optuna.trial.Fr
         try:
             return study.best_trial
         except ValueError:
-            raise ConfigError("the study has no COMPLETE trial to retrain yet", key="study",
-                              value=study.study_name) from None
+            raise ConfigError(
+                "the study has no COMPLETE trial to retrain yet",
+                key="study",
+                value=study.study_name,
+            ) from None
     trials = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
     if not trials or trials[0].state != TrialState.COMPLETE:
         raise ConfigError("no COMPLETE trial with this number", key="--trial", value=trial_number)
@@ -63,14 +71,28 @@ def classification_text(confusion: np.ndarray, classes: Sequence[str]) -> str:
     n = len(classes)
     y_true = np.repeat(np.arange(n), confusion.sum(axis=1))
     y_pred = np.concatenate([np.repeat(np.arange(n), row) for row in confusion])
-    return classification_report(y_true, y_pred, labels=np.arange(n), target_names=list(classes),
-                                 digits=4, zero_division=0)
+    return classification_report(
+        y_true, y_pred, labels=np.arange(n), target_names=list(classes), digits=4, zero_division=0
+    )
 
 
-def final_retrain(spec: StudySpec, study: optuna.Study, tracker: Tracker, parent_id: str, *,
-                  trial_number: int | None = None, seeds: Sequence[int] | None = None,
-                  data_dir: str | None = None, device: str | None = None,
-                  on_epoch: Callable[[int, EpochStats], None] | None = None) -> FinalOutcome:
+def final_retrain(
+    spec: StudySpec,
+    study: optuna.Study,
+    tracker: Tracker,
+    parent_id: str,
+    *,
+    trial_number: int | None = None,
+    seeds: Sequence[int] | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
+    artifacts: Callable[[FinalOutcome, Path], object] | None = None,
+) -> FinalOutcome:
+    """Retrain the best trial (or ``trial_number``) once per seed and test it once per seed,
+    as a ``final`` child run of ``parent_id``. ``artifacts(outcome, folder)`` draws extra
+    files into the folder logged to that run (``cli.py`` passes the reporting layer's
+    ``final_figures``: the confusion matrix and the training curves as PNG)."""
     trial = pick_trial(study, trial_number)
     seeds = tuple(seeds if seeds is not None else spec.retrain.seeds)
     overrides = {"optim.epochs": spec.retrain.epochs}
@@ -78,48 +100,90 @@ def final_retrain(spec: StudySpec, study: optuna.Study, tracker: Tracker, parent
         overrides["runtime.device"] = device
     base = trial_config(trial).with_overrides(overrides)
     dataset = run_mod.load_dataset(base, data_dir)
-    run_id = tracker.start_child(parent_id, "final", f"final-trial-{trial.number}",
-                                 {TRIAL_TAG: trial.number, "seeds": ",".join(map(str, seeds))},
-                                 base.with_overrides({"runtime.seed": seeds[0]}))
+    run_id = tracker.start_child(
+        parent_id,
+        "final",
+        f"final-trial-{trial.number}",
+        {TRIAL_TAG: trial.number, "seeds": ",".join(map(str, seeds))},
+        base.with_overrides({"runtime.seed": seeds[0]}),
+    )
     results: dict[int, TrainResult] = {}
     try:
         for seed in seeds:
             cfg = base.with_overrides({"runtime.seed": seed})
             callback = None if on_epoch is None else (lambda s, seed=seed: on_epoch(seed, s))
             results[seed] = run_mod.final_run(cfg, dataset, callback)
-            tracker.log_metrics(run_id, {f"seed{seed}.{k}": v
-                                         for k, v in results[seed].final.metrics().items()})
+            tracker.log_metrics(
+                run_id, {f"seed{seed}.{k}": v for k, v in results[seed].final.metrics().items()}
+            )
     except BaseException as exc:
         tracker.end(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
-    outcome = FinalOutcome(run_id, trial.number, base.with_overrides({"runtime.seed": seeds[0]}),
-                           results, dataset.classes)
-    _log_outcome(tracker, outcome)
+    outcome = FinalOutcome(
+        run_id,
+        trial.number,
+        base.with_overrides({"runtime.seed": seeds[0]}),
+        results,
+        dataset.classes,
+    )
+    _log_outcome(tracker, outcome, artifacts)
     tracker.end(run_id, "FINISHED")
     return outcome
 
 
-def _log_outcome(tracker: Tracker, outcome: FinalOutcome) -> None:
+def retrain_study(
+    spec: StudySpec,
+    study: optuna.Study,
+    *,
+    trial_number: int | None = None,
+    seeds: Sequence[int] | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
+    artifacts: Callable[[FinalOutcome, Path], object] | None = None,
+) -> FinalOutcome:
+    """``final_retrain`` as a ``final`` child of the study's parent MLflow run (made if the
+    study has none yet): the final retrain of ``cli.py search`` and ``cli.py retrain``."""
+    tracker = Tracker(spec.name)
+    return final_retrain(
+        spec,
+        study,
+        tracker,
+        tracker.study_run({}),
+        trial_number=trial_number,
+        seeds=seeds,
+        data_dir=data_dir,
+        device=device,
+        on_epoch=on_epoch,
+        artifacts=artifacts,
+    )
+
+
+def _log_outcome(
+    tracker: Tracker,
+    outcome: FinalOutcome,
+    artifacts: Callable[[FinalOutcome, Path], object] | None,
+) -> None:
     summary = {}
     for key in ("accuracy", "top5", "loss", "f1_macro"):
         mean, std = outcome.mean_std(key)
         summary[f"test_{key}_mean"], summary[f"test_{key}_std"] = mean, std
     tracker.log_metrics(outcome.run_id, summary)
-    confusion = sum(r.final.confusion for r in outcome.results.values())
+    confusion = outcome.confusion
     per_class = np.mean([r.final.per_class_accuracy for r in outcome.results.values()], axis=0)
     seeds = list(outcome.results)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         (out / "config.toml").write_text(outcome.config.to_toml())
-        (out / "per_class_accuracy.json").write_text(json.dumps(
-            dict(zip(outcome.classes, per_class.tolist())), indent=2))
+        (out / "per_class_accuracy.json").write_text(
+            json.dumps(dict(zip(outcome.classes, per_class.tolist())), indent=2)
+        )
         (out / "classification_report.txt").write_text(
             f"test split, summed over seeds {seeds}\n\n"
-            + classification_text(confusion, outcome.classes))
-        confusion_png(confusion, outcome.classes, out / "confusion_matrix.png",
-                      f"test confusion (trial {outcome.trial_number}, seeds {seeds})")
-        curves_png({f"seed {s}": r.history for s, r in outcome.results.items()},
-                   out / "training_curves.png", f"final retrain of trial {outcome.trial_number}")
+            + classification_text(confusion, outcome.classes)
+        )
+        if artifacts is not None:
+            artifacts(outcome, out)
         for seed, result in outcome.results.items():
             torch.save(result.state_dict, out / f"model_seed{seed}.pt")
         tracker.log_dir(outcome.run_id, out)

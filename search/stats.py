@@ -13,6 +13,7 @@ differences come out in the same unit (multiply by 100 for percentage points). "
 means a *higher* value: for metrics where lower is better (loss, error rate) the caller
 passes the negated values.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,9 @@ class Comparison:
     verdict: str
 
 
-def paired_values(base: Mapping[int, float],
-                  variant: Mapping[int, float]) -> tuple[list[int], np.ndarray, np.ndarray]:
+def paired_values(
+    base: Mapping[int, float], variant: Mapping[int, float]
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Seeds present in both mappings (sorted) and the aligned base and variant values.
 
     Seeds run for only one side are dropped: an unpaired value carries no information
@@ -98,8 +100,9 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
-def verdict(n: int, diff_mean: float, holm_p: float | None, *, constant: bool = False,
-            alpha: float = 0.05) -> str:
+def verdict(
+    n: int, diff_mean: float, holm_p: float | None, *, constant: bool = False, alpha: float = 0.05
+) -> str:
     """The verdict for one variant: "better", "worse", "no detectable difference" or a
     "too few seeds ..." message.
 
@@ -115,8 +118,10 @@ def verdict(n: int, diff_mean: float, holm_p: float | None, *, constant: bool = 
             return NO_DIFFERENCE
         # Two equal differences are too thin to call an effect without any spread estimate.
         if n < 3:
-            return (f"too few seeds (n={n}): both differences are equal, so there is no "
-                    f"spread to test; need at least 3, better 5+")
+            return (
+                f"too few seeds (n={n}): both differences are equal, so there is no "
+                f"spread to test; need at least 3, better 5+"
+            )
         return BETTER if diff_mean > 0 else WORSE
     # A missing or nan p-value is no evidence of a difference.
     if holm_p is None or not holm_p < alpha:
@@ -124,8 +129,9 @@ def verdict(n: int, diff_mean: float, holm_p: float | None, *, constant: bool = 
     return BETTER if diff_mean > 0 else WORSE
 
 
-def compare(base: Mapping[int, float], variants: Mapping[str, Mapping[int, float]],
-            alpha: float = 0.05) -> list[Comparison]:
+def compare(
+    base: Mapping[int, float], variants: Mapping[str, Mapping[int, float]], alpha: float = 0.05
+) -> list[Comparison]:
     """Compare each variant with the baseline over their common seeds.
 
     Returns one :class:`Comparison` per variant in the given order, with the t-test
@@ -138,31 +144,48 @@ def compare(base: Mapping[int, float], variants: Mapping[str, Mapping[int, float
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     partial = [_describe(name, base, values, alpha) for name, values in variants.items()]
     adjusted = holm([fields["t_p"] for fields, _ in partial])
-    return [Comparison(**fields, holm_p=p,
-                       verdict=verdict(fields["n"], fields["diff_mean"], p, constant=constant,
-                                       alpha=alpha))
-            for (fields, constant), p in zip(partial, adjusted)]
+    return [
+        Comparison(
+            **fields,
+            holm_p=p,
+            verdict=verdict(fields["n"], fields["diff_mean"], p, constant=constant, alpha=alpha),
+        )
+        for (fields, constant), p in zip(partial, adjusted)
+    ]
 
 
-def _describe(name: str, base: Mapping[int, float], variant: Mapping[int, float],
-              alpha: float) -> tuple[dict, bool]:
+def _describe(
+    name: str, base: Mapping[int, float], variant: Mapping[int, float], alpha: float
+) -> tuple[dict, bool]:
     """Every per-variant field of a Comparison except holm_p/verdict, and whether the
     paired differences are constant."""
     seeds, b, v = paired_values(base, variant)
     for seed, x, y in zip(seeds, b, v):
         if not (math.isfinite(x) and math.isfinite(y)):
-            raise ValueError(f"variant {name!r}, seed {seed}: non-finite value "
-                             f"(base {x}, variant {y})")
+            raise ValueError(
+                f"variant {name!r}, seed {seed}: non-finite value (base {x}, variant {y})"
+            )
     n = len(seeds)
     nan = float("nan")
-    fields: dict = dict(variant=name, n=n, base_mean=nan, base_std=nan, variant_mean=nan,
-                        variant_std=nan, diff_mean=nan, ci_low=nan, ci_high=nan, t_p=None,
-                        wilcoxon_p=None)
+    fields: dict = dict(
+        variant=name,
+        n=n,
+        base_mean=nan,
+        base_std=nan,
+        variant_mean=nan,
+        variant_std=nan,
+        diff_mean=nan,
+        ci_low=nan,
+        ci_high=nan,
+        t_p=None,
+        wilcoxon_p=None,
+    )
     if n == 0:
         return fields, False
     d = v - b
-    fields.update(base_mean=float(b.mean()), variant_mean=float(v.mean()),
-                  diff_mean=float(d.mean()))
+    fields.update(
+        base_mean=float(b.mean()), variant_mean=float(v.mean()), diff_mean=float(d.mean())
+    )
     if n < 2:
         return fields, False
 
@@ -173,8 +196,12 @@ def _describe(name: str, base: Mapping[int, float], variant: Mapping[int, float]
         fields["diff_mean"] = 0.0  # rounding residue, not an effect
     sem = float(d.std(ddof=1)) / math.sqrt(n)
     half = float(stats.t.ppf(1.0 - alpha / 2.0, n - 1)) * sem
-    fields.update(base_std=float(b.std(ddof=1)), variant_std=float(v.std(ddof=1)),
-                  ci_low=fields["diff_mean"] - half, ci_high=fields["diff_mean"] + half)
+    fields.update(
+        base_std=float(b.std(ddof=1)),
+        variant_std=float(v.std(ddof=1)),
+        ci_low=fields["diff_mean"] - half,
+        ci_high=fields["diff_mean"] + half,
+    )
     # With zero spread scipy returns nan (all zero) or a meaningless t ~ 1e15 (rounding
     # residue); the verdict then goes by the sign instead, so no p-value is reported.
     if not constant:

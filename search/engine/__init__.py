@@ -1,13 +1,33 @@
-from search.engine.coordination import GRACE_BEATS, HEARTBEAT_S, retry_lost_trial
-from search.engine.loop import open_study
+"""How a search runs: the trial objective, the claim -> count -> trial -> stop loop, the
+coordination of several workers on one study, and worker processes."""
+
+from search.engine.coordination import GRACE_BEATS, HEARTBEAT_S, RETRY_ATTR, retry_lost_trial
+from search.engine.loop import (
+    SearchOptions,
+    SearchOutcome,
+    TrialEvent,
+    apply_overrides,
+    open_study,
+    run_search,
+)
+from search.engine.objective import EpochEvent, Objective, best_value
 from search.engine.workers import WORKER_ENV, run_workers, worker_envs
 
 __all__ = [
     "GRACE_BEATS",
     "HEARTBEAT_S",
+    "RETRY_ATTR",
     "WORKER_ENV",
+    "EpochEvent",
+    "Objective",
+    "SearchOptions",
+    "SearchOutcome",
+    "TrialEvent",
+    "apply_overrides",
+    "best_value",
     "open_study",
     "retry_lost_trial",
+    "run_search",
     "run_workers",
     "worker_envs",
 ]

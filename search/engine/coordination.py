@@ -11,9 +11,9 @@
 - A retry is the one intended repeat of a configuration: on every storage it carries the
   user attribute ``RETRY_ATTR`` (the lost trial's number), and a retry is not retried again.
 """
+
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
@@ -21,15 +21,14 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-HEARTBEAT_S = 20.0     # default: how often a running trial's worker says it is alive
-GRACE_BEATS = 3        # missed heartbeats after which a running trial counts as lost
+HEARTBEAT_S = 20.0  # default: how often a running trial's worker says it is alive
+GRACE_BEATS = 3  # missed heartbeats after which a running trial counts as lost
 RETRY_ATTR = "retry_of"  # user attribute of a retry: the number of the lost trial it reruns
 HOST = socket.gethostname()
 
@@ -55,8 +54,9 @@ class ClaimLock:
         if storage is not None and storage.engine.dialect.name == "postgresql":
             from sqlalchemy import text
 
-            key = int.from_bytes(hashlib.sha256(self.study.study_name.encode()).digest()[:8],
-                                 "big", signed=True)
+            key = int.from_bytes(
+                hashlib.sha256(self.study.study_name.encode()).digest()[:8], "big", signed=True
+            )
             self._pg = storage.engine.connect()
             self._pg.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
             self._pg_key = key
@@ -90,8 +90,9 @@ class Heartbeat:
     """Records the worker (host, pid) of a running trial and, where Optuna has no
     heartbeat of its own (``beat=False`` for RDB storages), refreshes one in a thread."""
 
-    def __init__(self, study: optuna.Study, trial_id: int, interval: float = HEARTBEAT_S,
-                 beat: bool = True) -> None:
+    def __init__(
+        self, study: optuna.Study, trial_id: int, interval: float = HEARTBEAT_S, beat: bool = True
+    ) -> None:
         self.study, self.trial_id, self.interval, self.beat = study, trial_id, interval, beat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -133,8 +134,11 @@ def lost_reason(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> st
     beat = trial.system_attrs.get("heartbeat")
     if worker and worker.get("host") == HOST and not _alive(int(worker["pid"])):
         return f"worker lost (process {worker['pid']} on {HOST} is gone)"
-    last = beat if beat is not None else (trial.datetime_start.timestamp()
-                                          if trial.datetime_start else None)
+    last = (
+        beat
+        if beat is not None
+        else (trial.datetime_start.timestamp() if trial.datetime_start else None)
+    )
     if last is not None and now - last > grace:
         where = f" ({worker['host']}:{worker['pid']})" if worker else ""
         return f"worker lost{where}: no heartbeat for {now - last:.0f}s"
@@ -184,7 +188,9 @@ def fail_stale_rdb_trials(study: optuna.Study, grace: float) -> list[tuple[int, 
     trial before they release the claim lock, so such a trial, seen under the lock with no
     worker recorded, belongs to a dead worker; it is failed once it is ``grace`` seconds old
     (and retried when it got as far as suggesting parameters)."""
-    running = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    running = {
+        t._trial_id: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
     if not running:
         return []
     with warnings.catch_warnings():

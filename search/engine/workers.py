@@ -5,18 +5,61 @@ through the storage and its claim lock (``search.engine.coordination``), exactly
 commands started by hand, on this machine or others, do. With GPUs, each worker is pinned
 to one through ``CUDA_VISIBLE_DEVICES``.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from search.interrupts import GRACE_S
+from search.config import format_value
+from search.engine.loop import SearchOptions, open_study
+from search.interrupts import EXIT_INTERRUPTED, GRACE_S
 from search.training import threads_per_process
 
-WORKER_ENV = "CIFAR_SEARCH_WORKER"   # the worker's index, used to prefix its output
+if TYPE_CHECKING:
+    import optuna
+
+    from search.study import StudySpec
+
+WORKER_ENV = "CIFAR_SEARCH_WORKER"  # the worker's index, used to prefix its output
+
+
+def worker_argv(
+    script: str | Path, study: str | Path, options: SearchOptions, *, on_gpus: bool = False
+) -> list[str]:
+    """The command line of one worker: ``script`` (``cli.py``) ``search`` on ``study`` with
+    the same options and ``--set`` overrides, without the final retrain (the parent does it
+    once every worker has ended), on ``cuda`` when each worker is pinned to a GPU."""
+    argv = [
+        sys.executable,
+        str(script),
+        "search",
+        "--study",
+        str(study),
+        "--no-retrain",
+        "--max-failures",
+        str(options.max_consecutive_failures),
+        "--heartbeat",
+        str(options.heartbeat),
+    ]
+    for flag, value in (
+        ("--n-trials", options.n_trials),
+        ("--timeout", options.timeout),
+        ("--data-dir", options.data_dir),
+        ("--storage", options.storage),
+        ("--device", "cuda" if on_gpus else options.device),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for key, value in options.overrides.items():
+        argv += ["--set", f"{key}={format_value(value)}"]
+    return argv
 
 
 def worker_envs(workers: int, gpus: Sequence[str] | None, trials_per_gpu: int) -> list[dict]:
@@ -57,3 +100,40 @@ def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
                 p.kill()
                 p.wait()
         raise  # the command was interrupted, whatever the workers' own exit codes
+
+
+class WorkersFailed(Exception):
+    """A worker of ``search --workers`` ended with a non-zero exit code (one killed by a
+    signal has a negative code: a failure too). ``exit_code`` is the parent's: 130 when a
+    worker was interrupted, else the highest code, at least 1."""
+
+    def __init__(self, codes: Sequence[int]) -> None:
+        self.codes = list(codes)
+        self.interrupted = EXIT_INTERRUPTED in self.codes
+        self.exit_code = EXIT_INTERRUPTED if self.interrupted else max(max(self.codes), 1)
+        super().__init__(f"worker exit codes {self.codes}")
+
+
+def search_in_workers(
+    script: str | Path,
+    spec: StudySpec,
+    options: SearchOptions,
+    *,
+    workers: int = 1,
+    gpus: Sequence[str] | None = None,
+    trials_per_gpu: int = 1,
+    on_start: Callable[[int], None] | None = None,
+) -> optuna.Study:
+    """``search --workers`` / ``--gpus``: run ``script`` (``cli.py``) ``search`` on ``spec`` in
+    worker processes sharing its storage (``worker_argv``, ``worker_envs``) and return the
+    study once every one has ended; ``on_start(n)`` is told how many start. Raises
+    ``WorkersFailed`` when one failed, and ``KeyboardInterrupt`` after Ctrl-C / SIGTERM,
+    passed on to every worker (``run_workers``)."""
+    argv = worker_argv(script, spec.path, options, on_gpus=bool(gpus))
+    envs = worker_envs(workers, gpus, trials_per_gpu)
+    if on_start is not None:
+        on_start(len(envs))
+    codes = run_workers(argv, envs)
+    if any(codes):
+        raise WorkersFailed(codes)
+    return open_study(spec, options.storage, create=False)

@@ -1,5 +1,14 @@
-from search.perf.bench import Span, aggregate_images_per_s, bench_config, bf16_peak_flops, concurrent_throughput, measure_ours, run_bench, train_flops_per_image
-from search.perf.fast_path_check import ArmRun, FAST, FP32, FastPathCheck, check_fast_path
+from search.perf.bench import (
+    Span,
+    aggregate_images_per_s,
+    bench_config,
+    bf16_peak_flops,
+    concurrent_throughput,
+    measure_ours,
+    run_bench,
+    train_flops_per_image,
+)
+from search.perf.fast_path_check import FAST, FP32, ArmRun, FastPathCheck, check_fast_path
 
 __all__ = [
     "ArmRun",

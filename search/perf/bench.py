@@ -4,6 +4,7 @@ bf16 + channels_last on CUDA) against the loop users write today (torchvision
 
 A benchmark, not a test: it prints figures and asserts nothing about them.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,17 +15,31 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from search.training import datasets as data_mod
 from search.config import TrialConfig
-from search.training import build_model, peak_memory_mb, resolve_device, train_one
-from search.training import threads_per_process
+from search.training import (
+    Dataset,
+    build_model,
+    peak_memory_mb,
+    resolve_device,
+    threads_per_process,
+    train_one,
+)
+from search.training.splits import make_train_data
 
 # Dense bf16 tensor-core peaks (FLOP/s, vendor datasheets) for the model FLOP utilisation
 # estimate, matched as whole words against torch.cuda.get_device_name in this order
 # (PCIe/NVL before SXM). A GPU not listed (an A10G, say) gets no MFU rather than a wrong one.
-BF16_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12),
-                   ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12),
-                   ("L4", 121e12), ("A10", 125e12))
+BF16_PEAK_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("L4", 121e12),
+    ("A10", 125e12),
+)
 
 
 @dataclass(frozen=True)
@@ -37,27 +52,39 @@ class BenchResult:
     ours_peak_memory_mb: float
     reference_peak_memory_mb: float
     train_flops_per_image: float
-    mfu: float | None                # fraction of the device's bf16 peak, CUDA only
+    mfu: float | None  # fraction of the device's bf16 peak, CUDA only
 
     @property
     def ratio(self) -> float:
         return self.ours_images_per_s / self.reference_images_per_s
 
 
-def bench_config(model: str, batch_size: int, device: str, *, compile: bool = False,
-                 model_args: dict | None = None) -> TrialConfig:
+def bench_config(
+    model: str,
+    batch_size: int,
+    device: str,
+    *,
+    compile: bool = False,
+    model_args: dict | None = None,
+) -> TrialConfig:
     """What is measured: SGD, cosine, 'full' augmentation (crop+flip+jitter+erasing)."""
-    flat = {"model.name": model, "optim.batch_size": batch_size, "aug.preset": "full",
-            "runtime.device": device, "runtime.compile": compile, "data.dataset": "synthetic"}
+    flat = {
+        "model.name": model,
+        "optim.batch_size": batch_size,
+        "aug.preset": "full",
+        "runtime.device": device,
+        "runtime.compile": compile,
+        "data.dataset": "synthetic",
+    }
     flat.update({f"model.{k}": v for k, v in (model_args or {}).items()})
     return TrialConfig.from_flat(flat)
 
 
-def _synthetic(n: int) -> data_mod.Dataset:
+def _synthetic(n: int) -> Dataset:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
     y = (np.arange(n) % 10).astype(np.int64)
-    return data_mod.Dataset("bench", x, y, x[:256], y[:256], tuple(str(i) for i in range(10)))
+    return Dataset("bench", x, y, x[:256], y[:256], tuple(str(i) for i in range(10)))
 
 
 @dataclass(frozen=True)
@@ -78,8 +105,9 @@ def aggregate_images_per_s(spans: list[Span]) -> float:
     return sum(s.images for s in spans) / window
 
 
-def measure_ours(cfg: TrialConfig, steps: int, timed_epochs: int = 2,
-                 ready=None) -> tuple[Span, float]:
+def measure_ours(
+    cfg: TrialConfig, steps: int, timed_epochs: int = 2, ready=None
+) -> tuple[Span, float]:
     """``train_one``'s own epoch loop: the span of ``timed_epochs`` epochs of ``steps``
     steps after one untimed epoch (which pays for CUDA start-up, cudnn autotuning and
     compilation), and the peak memory in MB. ``ready`` (a barrier) is waited on after the
@@ -87,8 +115,13 @@ def measure_ours(cfg: TrialConfig, steps: int, timed_epochs: int = 2,
     device = resolve_device(cfg.runtime.device)
     ds = _synthetic(cfg.optim.batch_size * steps)
     # "test" as the evaluation split: no validation pass between the timed epochs.
-    td = data_mod.make_train_data(ds, train_idx=np.arange(len(ds.train_y)), eval_split="test",
-                                  eval_idx=np.arange(len(ds.test_y)), device=device)
+    td = make_train_data(
+        ds,
+        train_idx=np.arange(len(ds.train_y)),
+        eval_split="test",
+        eval_idx=np.arange(len(ds.test_y)),
+        device=device,
+    )
     times: list[float] = []
 
     def on_epoch(stats) -> None:
@@ -123,13 +156,25 @@ def measure_reference(cfg: TrialConfig, steps: int, warmup: int = 3) -> tuple[fl
     device = resolve_device(cfg.runtime.device)
     ds = _synthetic(cfg.optim.batch_size * (steps + warmup))
     mean, std = ds.mean_std
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
-                           T.ColorJitter(0.4, 0.4, 0.4), T.ToTensor(), T.Normalize(mean, std),
-                           T.RandomErasing(p=0.25)])
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(0.4, 0.4, 0.4),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+            T.RandomErasing(p=0.25),
+        ]
+    )
     loader = torch.utils.data.DataLoader(
-        _Pictures(ds.train_x, ds.train_y, transform), batch_size=cfg.optim.batch_size,
-        shuffle=True, drop_last=True, num_workers=min(4, os.cpu_count() or 1),
-        pin_memory=device.type == "cuda", persistent_workers=False)
+        _Pictures(ds.train_x, ds.train_y, transform),
+        batch_size=cfg.optim.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=min(4, os.cpu_count() or 1),
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     torch.manual_seed(0)
     model = build_model(cfg, 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -167,8 +212,10 @@ def train_flops_per_image(cfg: TrialConfig) -> float:
 
 def bf16_peak_flops(gpu_name: str) -> float | None:
     """The dense bf16 peak of the GPU called ``gpu_name``, or None when not listed."""
-    return next((peak for key, peak in BF16_PEAK_FLOPS
-                 if re.search(rf"\b{re.escape(key)}\b", gpu_name)), None)
+    return next(
+        (peak for key, peak in BF16_PEAK_FLOPS if re.search(rf"\b{re.escape(key)}\b", gpu_name)),
+        None,
+    )
 
 
 def device_peak_flops(device: torch.device) -> float | None:
@@ -182,8 +229,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_bench(model: str, batch_size: int = 512, device: str = "auto", steps: int = 20,
-              compile: bool = False, model_args: dict | None = None) -> BenchResult:
+def run_bench(
+    model: str,
+    batch_size: int = 512,
+    device: str = "auto",
+    steps: int = 20,
+    compile: bool = False,
+    model_args: dict | None = None,
+) -> BenchResult:
     cfg = bench_config(model, batch_size, device, compile=compile, model_args=model_args)
     span, ours_mem = measure_ours(cfg, steps)
     ours = aggregate_images_per_s([span])
@@ -191,8 +244,17 @@ def run_bench(model: str, batch_size: int = 512, device: str = "auto", steps: in
     flops = train_flops_per_image(cfg)
     dev = resolve_device(device)
     peak = device_peak_flops(dev)
-    return BenchResult(model, batch_size, str(dev), ours, reference, ours_mem, ref_mem, flops,
-                       None if peak is None else flops * ours / peak)
+    return BenchResult(
+        model,
+        batch_size,
+        str(dev),
+        ours,
+        reference,
+        ours_mem,
+        ref_mem,
+        flops,
+        None if peak is None else flops * ours / peak,
+    )
 
 
 def _concurrent_worker(args: tuple) -> Span:
@@ -205,9 +267,15 @@ def _concurrent_worker(args: tuple) -> Span:
         raise
 
 
-def concurrent_throughput(model: str, batch_size: int, device: str, steps: int,
-                          processes: int, compile: bool = False,
-                          model_args: dict | None = None) -> float:
+def concurrent_throughput(
+    model: str,
+    batch_size: int,
+    device: str,
+    steps: int,
+    processes: int,
+    compile: bool = False,
+    model_args: dict | None = None,
+) -> float:
     """Aggregate training images/s of ``processes`` worker processes training the same
     model side by side on one device (several small trials per GPU)."""
     import multiprocessing as mp

@@ -6,6 +6,7 @@ torch.compile when the config asks for it) and once in fp32 with the default mem
 layout. The two arms are compared seed by seed (``search.stats``, a paired design), so a
 precision effect is told apart from seed noise. The test split is never read.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,15 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
-from search.training import datasets as data_mod
-from search.training import protocols as run
 from search import stats
-from search.training import loop as train_mod
 from search.config import TrialConfig
+from search.training import Dataset, NonFiniteLossError, TrainData, resolve_device, train_one
+from search.training import device as device_mod
+from search.training.protocols import fold_indices, make_fold
 
 FAST, FP32 = "fast", "fp32"
-ARMS = {FAST: {"runtime.bf16": True, "runtime.channels_last": True},
-        FP32: {"runtime.bf16": False, "runtime.channels_last": False, "runtime.compile": False}}
+ARMS = {
+    FAST: {"runtime.bf16": True, "runtime.channels_last": True},
+    FP32: {"runtime.bf16": False, "runtime.channels_last": False, "runtime.compile": False},
+}
 
 
 @dataclass(frozen=True)
@@ -44,49 +47,60 @@ class ArmRun:
 @dataclass(frozen=True)
 class FastPathCheck:
     runs: list[ArmRun]
-    comparison: stats.Comparison   # the fast arm's validation accuracy against fp32's
-    chance: float                  # accuracy of guessing the most frequent class
-    fast_path_applied: bool        # False where the device ignores bf16/channels_last
+    comparison: stats.Comparison  # the fast arm's validation accuracy against fp32's
+    chance: float  # accuracy of guessing the most frequent class
+    fast_path_applied: bool  # False where the device ignores bf16/channels_last
 
     def not_learning(self) -> list[ArmRun]:
         """Runs that diverged, or whose loss did not fall, or whose accuracy is not above
         chance (NaN figures compare false, so diverged runs are among them)."""
-        return [r for r in self.runs
-                if not (r.last_loss < r.first_loss and r.val_acc > self.chance)]
+        return [
+            r for r in self.runs if not (r.last_loss < r.first_loss and r.val_acc > self.chance)
+        ]
 
 
-def check_fast_path(cfg: TrialConfig, dataset: data_mod.Dataset, seeds: Sequence[int],
-                    on_run: Callable[[ArmRun], None] | None = None) -> FastPathCheck:
+def check_fast_path(
+    cfg: TrialConfig,
+    dataset: Dataset,
+    seeds: Sequence[int],
+    on_run: Callable[[ArmRun], None] | None = None,
+) -> FastPathCheck:
     """Train ``cfg`` with each seed in both arms and compare their validation accuracy."""
     cfg = cfg.with_overrides({"data.kfold": 0})  # one holdout: the same split for every run
-    pairs = run.fold_indices(cfg, dataset)
+    pairs = fold_indices(cfg, dataset)
     runs = []
     for seed in seeds:
         for arm, overrides in ARMS.items():
             arm_cfg = cfg.with_overrides({**overrides, "runtime.seed": seed})
-            record = _train(arm, seed, arm_cfg, run.make_fold(arm_cfg, dataset, 0, pairs))
+            record = _train(arm, seed, arm_cfg, make_fold(arm_cfg, dataset, 0, pairs))
             runs.append(record)
             if on_run is not None:
                 on_run(record)
     # Seeds where either arm diverged drop out of the pairing (and fail not_learning).
-    accuracy = {arm: {r.seed: r.val_acc for r in runs if r.arm == arm and not r.diverged}
-                for arm in ARMS}
+    accuracy = {
+        arm: {r.seed: r.val_acc for r in runs if r.arm == arm and not r.diverged} for arm in ARMS
+    }
     comparison = stats.compare(accuracy[FP32], {FAST: accuracy[FAST]})[0]
     val_labels = torch.as_tensor(dataset.train_y[pairs[0][1]])
     chance = float(torch.bincount(val_labels).max()) / len(val_labels)
-    device = train_mod.resolve_device(cfg.runtime.device)
-    return FastPathCheck(runs, comparison, chance,
-                         device.type in train_mod.FAST_PATH_DEVICES)
+    device = resolve_device(cfg.runtime.device)
+    return FastPathCheck(runs, comparison, chance, device.type in device_mod.FAST_PATH_DEVICES)
 
 
-def _train(arm: str, seed: int, cfg: TrialConfig, fold: data_mod.TrainData) -> ArmRun:
+def _train(arm: str, seed: int, cfg: TrialConfig, fold: TrainData) -> ArmRun:
     started = time.perf_counter()
     try:
-        result = train_mod.train_one(cfg, fold)
-    except train_mod.NonFiniteLossError as exc:
+        result = train_one(cfg, fold)
+    except NonFiniteLossError as exc:
         nan = float("nan")
         return ArmRun(arm, seed, nan, nan, nan, time.perf_counter() - started, nan, str(exc))
     timed = result.history[1:] or result.history  # epoch 1 pays for warm-up
-    return ArmRun(arm, seed, result.history[0].train_loss, result.history[-1].train_loss,
-                  result.final.accuracy, result.train_seconds,
-                  sum(s.images_per_s for s in timed) / len(timed))
+    return ArmRun(
+        arm,
+        seed,
+        result.history[0].train_loss,
+        result.history[-1].train_loss,
+        result.final.accuracy,
+        result.train_seconds,
+        sum(s.images_per_s for s in timed) / len(timed),
+    )

@@ -1,20 +1,118 @@
-from search.reporting.exports import best_config_document, study_rows
-from search.reporting.figures import plt, sample_grid
-from search.reporting.study_figures import confusion_png, curves_png, study_figures
-from search.reporting.study_report import write_report
-from search.reporting.terminal import epoch_line, pct, summary, table
+"""How finished state is shown: terminal lines and tables, figures, the files logged to
+MLflow runs, exports and the study report. Reads the store, never trains.
+
+Each name loads its module on first use: ``from search.reporting import table`` (for the
+light commands ``cli.py keys`` and ``cli.py studies``) imports neither matplotlib nor the
+engine, and so no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search.reporting.ablation_table import ablation_run_line, ablation_summary, write_files
+    from search.reporting.artifacts import final_figures, write_study_plots
+    from search.reporting.dashboard import serve_dashboard
+    from search.reporting.exports import best_config_document, study_rows, write_train_outputs
+    from search.reporting.figures import sample_grid, study_figures
+    from search.reporting.perf_text import (
+        bench_table,
+        concurrency_table,
+        fast_path_header,
+        fast_path_run_line,
+        fast_path_verdict,
+    )
+    from search.reporting.study_report import write_report
+    from search.reporting.terminal import (
+        RetrainProgress,
+        SearchProgress,
+        dataset_report,
+        epoch_line,
+        final_lines,
+        folds_line,
+        keys_table,
+        model_table,
+        pct,
+        studies_table,
+        study_summary,
+        summary,
+        table,
+        train_header,
+    )
+
+_MODULES = {
+    "ablation_table": ["ablation_run_line", "ablation_summary", "write_files"],
+    "artifacts": ["final_figures", "write_study_plots"],
+    "dashboard": ["serve_dashboard"],
+    "exports": ["best_config_document", "study_rows", "write_train_outputs"],
+    "figures": ["sample_grid", "study_figures"],
+    "perf_text": [
+        "bench_table",
+        "concurrency_table",
+        "fast_path_header",
+        "fast_path_run_line",
+        "fast_path_verdict",
+    ],
+    "study_report": ["write_report"],
+    "terminal": [
+        "RetrainProgress",
+        "SearchProgress",
+        "dataset_report",
+        "epoch_line",
+        "final_lines",
+        "folds_line",
+        "keys_table",
+        "model_table",
+        "pct",
+        "studies_table",
+        "study_summary",
+        "summary",
+        "table",
+        "train_header",
+    ],
+}
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
+    "RetrainProgress",
+    "SearchProgress",
+    "ablation_run_line",
+    "ablation_summary",
+    "bench_table",
     "best_config_document",
-    "confusion_png",
-    "curves_png",
+    "concurrency_table",
+    "dataset_report",
     "epoch_line",
+    "fast_path_header",
+    "fast_path_run_line",
+    "fast_path_verdict",
+    "final_figures",
+    "final_lines",
+    "folds_line",
+    "keys_table",
+    "model_table",
     "pct",
-    "plt",
     "sample_grid",
+    "serve_dashboard",
+    "studies_table",
     "study_figures",
     "study_rows",
+    "study_summary",
     "summary",
     "table",
+    "train_header",
+    "write_files",
     "write_report",
+    "write_study_plots",
+    "write_train_outputs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

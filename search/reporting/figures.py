@@ -1,24 +1,42 @@
-"""PNG figures with matplotlib's non-interactive backend (works on headless machines)."""
+"""Every figure the tool draws: PNGs with matplotlib's non-interactive backend (works on
+headless machines) and Optuna's interactive plots (plotly). Figures take data and a path;
+reading the store is left to their callers."""
+
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+if TYPE_CHECKING:
+    from search.ablation import AblationOutcome
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: Path,
-                per_class: int = 8, max_classes: int = 10, seed: int = 0) -> Path:
+def sample_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    path: Path,
+    per_class: int = 8,
+    max_classes: int = 10,
+    seed: int = 0,
+) -> Path:
     """A grid of training images, one row per class, each row titled with its class name,
     so a user can check orientation, colours and labels before spending GPU hours."""
     rng = np.random.default_rng(seed)
     shown = [c for c in range(len(classes)) if (labels == c).any()][:max_classes]
-    fig, axes = plt.subplots(len(shown), per_class, figsize=(per_class * 1.1, len(shown) * 1.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(shown), per_class, figsize=(per_class * 1.1, len(shown) * 1.2), squeeze=False
+    )
     for row, cls in enumerate(shown):
         idx = np.flatnonzero(labels == cls)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False)
@@ -30,6 +48,222 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], 
         axes[row][0].set_title(classes[cls], loc="left", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# a final evaluation --------------------------------------------------------------------
+def confusion_png(confusion: np.ndarray, classes: tuple[str, ...], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (true class rows, predicted class columns)."""
+    n = len(classes)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = min(4 + n * 0.35, 24)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                if confusion[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        str(confusion[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def curves_png(histories: dict[str, list], path: Path, title: str) -> Path:
+    """Training loss and accuracy per epoch (plus validation when present), one line per
+    run (e.g. per seed)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, history in histories.items():
+        epochs = [s.epoch for s in history]
+        ax_loss.plot(epochs, [s.train_loss for s in history], label=f"{label} train")
+        ax_acc.plot(epochs, [100 * s.train_acc for s in history], label=f"{label} train")
+        if history and history[0].val_acc is not None:
+            ax_loss.plot(epochs, [s.val_loss for s in history], "--", label=f"{label} val")
+            ax_acc.plot(epochs, [100 * s.val_acc for s in history], "--", label=f"{label} val")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# a study -------------------------------------------------------------------------------
+def study_figures(study: optuna.Study) -> dict[str, Any]:
+    """Optuna's history, importance, parallel-coordinate and intermediate-value plots, for
+    those the study has enough trials for (importance needs 2 COMPLETE trials and a
+    searched parameter, as in optuna-dashboard)."""
+    import optuna.visualization as vis
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    figures: dict[str, Any] = {}
+    if complete:
+        figures["optimization_history"] = vis.plot_optimization_history(study)
+        if any(t.params for t in complete):
+            figures["parallel_coordinate"] = vis.plot_parallel_coordinate(study)
+    if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
+        try:
+            figures["param_importances"] = vis.plot_param_importances(study)
+        except (ValueError, RuntimeError):  # e.g. every complete trial has the same params
+            pass
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        figures["intermediate_values"] = vis.plot_intermediate_values(study)
+    return figures
+
+
+def history_png(study: optuna.Study, metric: str, maximize: bool, path: Path) -> Path:
+    """Each COMPLETE trial's value, pruned trials at their last reported value, and the
+    best value so far."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    ax.scatter([t.number for t in complete], [t.value for t in complete], label="complete")
+    ax.scatter(
+        [t.number for t in pruned],
+        [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+        marker="x",
+        color="grey",
+        label="pruned (last report)",
+    )
+    best, xs, ys = None, [], []
+    for t in complete:
+        if best is None or (t.value > best if maximize else t.value < best):
+            best = t.value
+        xs.append(t.number)
+        ys.append(best)
+    ax.step(xs, ys, where="post", color="red", label="best so far")
+    ax.set(xlabel="trial", ylabel=metric, title="optimization history")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def importance_png(study: optuna.Study, path: Path) -> Path | None:
+    """Optuna's default parameter importance (PED-ANOVA in Optuna 5), COMPLETE trials only."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2 or not any(t.params for t in complete):
+        return None
+    try:
+        importance = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError):
+        return None
+    names = list(importance)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    ax.barh(names, [importance[n] for n in names])
+    ax.set(xlabel="importance", title=f"parameter importance ({len(complete)} complete trials)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def parallel_png(study: optuna.Study, metric: str, path: Path) -> Path | None:
+    """Parallel coordinates of COMPLETE trials: one axis per parameter (scaled to [0, 1];
+    log-scaled when the distribution is), lines coloured by the objective."""
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.params]
+    if not complete:
+        return None
+    names = sorted({k for t in complete for k in t.params})
+    columns = []
+    for name in names:
+        dist = next(t.distributions[name] for t in complete if name in t.distributions)
+        raw = [t.params.get(name) for t in complete]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            values = [np.nan if v is None else dist.choices.index(v) for v in raw]
+            lo, hi = 0, max(1, len(dist.choices) - 1)
+        else:
+            log = getattr(dist, "log", False)
+            values = [np.nan if v is None else (np.log10(v) if log else v) for v in raw]
+            lo = np.log10(dist.low) if log else dist.low
+            hi = np.log10(dist.high) if log else dist.high
+        columns.append((np.array(values, dtype=float) - lo) / ((hi - lo) or 1))
+    data = np.stack(columns, axis=1)
+    values = np.array([t.value for t in complete])
+    colours = plt.cm.viridis((values - values.min()) / ((values.max() - values.min()) or 1))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
+    for row, colour in zip(data, colours):
+        ax.plot(range(len(names)), row, color=colour, alpha=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_yticks([0, 1], ["low", "high"])
+    ax.set_title(f"parallel coordinates (colour: {metric}, yellow = high)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def best_curves_png(series: Mapping[str, Sequence[Any]], path: Path, title: str) -> Path | None:
+    """A trial's per-epoch training and validation loss and accuracy: ``series`` maps
+    ``train_loss``, ``val_loss``, ``train_acc`` and ``val_acc`` to MLflow metric points (with
+    ``step`` = epoch and ``value``)."""
+    if not series["train_loss"]:
+        return None
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, points in series.items():
+        points = sorted(points, key=lambda m: m.step)
+        ax = ax_loss if key.endswith("loss") else ax_acc
+        scale = 1 if key.endswith("loss") else 100
+        ax.plot([m.step for m in points], [m.value * scale for m in points], label=key)
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# an ablation ---------------------------------------------------------------------------
+def ablation_png(outcome: AblationOutcome, path: Path) -> Path:
+    """Mean accuracy per variant with 95% t-intervals over seeds as error bars."""
+    from scipy import stats as st
+
+    names, means, errs = [], [], []
+    for v in outcome.variants:
+        acc = np.array([r.accuracy for r in outcome.of(v.name)]) * 100
+        names.append(v.name)
+        means.append(acc.mean())
+        errs.append(
+            st.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / math.sqrt(len(acc))
+            if len(acc) > 1
+            else 0.0
+        )
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4))
+    colours = ["#4c72b0"] + ["#dd8452"] * (len(names) - 1)
+    ax.bar(names, means, yerr=errs, capsize=5, color=colours)
+    low = min(m - e for m, e in zip(means, errs))
+    ax.set_ylim(max(0, low - 5), min(100, max(m + e for m, e in zip(means, errs)) + 2))
+    ax.set_ylabel(f"{outcome.split} accuracy (%)")
+    ax.set_title(f"ablation: mean ± 95% CI over {len(outcome.seeds)} paired seeds")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

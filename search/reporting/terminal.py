@@ -1,51 +1,138 @@
-"""Plain-text tables and lines for the terminal (no click here, so the engine can reuse it)."""
+"""Plain-text tables and lines for the terminal (no click here, so the engine can reuse it);
+those of ``cli.py bench`` and ``cli.py check-fast-path`` are in ``perf_text``.
+
+Light on purpose: ``table`` serves ``cli.py keys`` and ``cli.py studies``, which must not
+import torch, so the training and store types are imported for annotations only or
+inside the functions that need them."""
+
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from search.training import EpochStats, EvalReport, TrainResult
+if TYPE_CHECKING:
+    import optuna
+
+    from search.config import TrialConfig
+    from search.engine.loop import SearchOutcome, TrialEvent
+    from search.engine.objective import EpochEvent
+    from search.engine.workers import WorkersFailed
+    from search.retrain import FinalOutcome
+    from search.study import StudySpec
+    from search.training import (
+        EpochStats,
+        EvalReport,
+        TrainResult,
+        ValidationResult,
+    )
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+) -> str:
     """A fixed-width table; ``align`` has one 'l' or 'r' per column (default: numbers right)."""
     cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     if align is None:
-        align = "".join("r" if cells and all(_numeric(r[i]) for r in cells) else "l"
-                        for i in range(len(headers)))
+        align = "".join(
+            "r" if cells and all(_numeric(r[i]) for r in cells) else "l"
+            for i in range(len(headers))
+        )
 
     def fmt(row: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w)
-                         for c, w, a in zip(row, widths, align)).rstrip()
+        return "  ".join(
+            c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)
+        ).rstrip()
 
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in cells)])
 
 
 def _numeric(text: str) -> bool:
     return text.replace(",", "").replace(".", "").replace("%", "").replace("-", "").replace(
-        "±", "").replace(" ", "").isdigit() or text in ("", "-")
+        "±", ""
+    ).replace(" ", "").isdigit() or text in ("", "-")
 
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def metric_text(metric: str, value: float | None) -> str:
+    """A study metric as printed: accuracies in %, losses with 4 decimals."""
+    return "-" if value is None else (pct(value) if metric != "val_loss" else f"{value:.4f}")
+
+
 def epoch_line(stats: EpochStats, epochs: int, prefix: str = "") -> str:
-    parts = [f"{prefix}epoch {stats.epoch:>{len(str(epochs))}}/{epochs}",
-             f"loss {stats.train_loss:.4f}", f"acc {pct(stats.train_acc)}"]
+    parts = [
+        f"{prefix}epoch {stats.epoch:>{len(str(epochs))}}/{epochs}",
+        f"loss {stats.train_loss:.4f}",
+        f"acc {pct(stats.train_acc)}",
+    ]
     if stats.val_acc is not None:
-        parts += [f"val_loss {stats.val_loss:.4f}", f"val_acc {pct(stats.val_acc)}",
-                  f"val_top5 {pct(stats.val_top5)}"]
+        parts += [
+            f"val_loss {stats.val_loss:.4f}",
+            f"val_acc {pct(stats.val_acc)}",
+            f"val_top5 {pct(stats.val_top5)}",
+        ]
     parts += [f"lr {stats.lr:.4g}", f"{stats.seconds:.1f}s", f"{stats.images_per_s:,.0f} img/s"]
     return "  ".join(parts)
 
 
+def model_table() -> str:
+    """``cli.py models``: every model with its family, parameters and knobs."""
+    import torch
+
+    import cifar_models
+
+    def count(name: str, num_classes: int) -> int:
+        with torch.device("meta"):  # shapes only: counts resnet152 without allocating it
+            return cifar_models.count_parameters(cifar_models.create(name, num_classes))
+
+    rows = []
+    for name in cifar_models.list_models():
+        p10, p100 = count(name, 10), count(name, 100)
+        rows.append(
+            (
+                name,
+                cifar_models.model_family(name),
+                f"{p10:,}",
+                f"{p100:,}",
+                ", ".join(cifar_models.model_knobs(name)),
+            )
+        )
+    return (
+        table(["model", "family", "params (10)", "params (100)", "knobs"], rows, align="llrrl")
+        + "\n\nalso: timm:<name> builds any timm model (pip install -e '.[timm]')"
+    )
+
+
+def train_header(cfg: TrialConfig) -> str:
+    """The recipe of one training run, before its epochs."""
+    return (
+        f"{cfg.model.name} on {cfg.data.dataset}: {cfg.optim.epochs} epochs, "
+        f"{cfg.optim.name} lr {cfg.optim.lr:g}, batch {cfg.optim.batch_size}, "
+        f"aug {cfg.aug.preset}, seed {cfg.runtime.seed}"
+    )
+
+
+def folds_line(folds: ValidationResult) -> str:
+    return (
+        f"{len(folds.folds)}-fold validation accuracy {pct(folds.mean_accuracy)} "
+        f"± {pct(folds.std_accuracy)} (std over folds)"
+    )
+
+
 def per_class_table(report: EvalReport, classes: Sequence[str], columns: int = 4) -> str:
     """Per-class accuracy, several classes per row so CIFAR-100 stays readable."""
-    entries = [f"{name[:14]:<14} {100 * acc:6.2f}%" for name, acc in
-               zip(classes, report.per_class_accuracy)]
-    rows = [entries[i:i + columns] for i in range(0, len(entries), columns)]
+    entries = [
+        f"{name[:14]:<14} {100 * acc:6.2f}%"
+        for name, acc in zip(classes, report.per_class_accuracy)
+    ]
+    rows = [entries[i : i + columns] for i in range(0, len(entries), columns)]
     return "\n".join("   ".join(r) for r in rows)
 
 
@@ -62,8 +149,212 @@ def summary(result: TrainResult, classes: Sequence[str]) -> str:
         f"F1 {f.f1_macro:.4f}",
         f"model {result.config.model.name}: {result.n_params:,} parameters   "
         f"train {result.train_seconds:.1f}s on {result.device}   "
-        f"inference {f.inference_ms_per_image:.3f} ms/image   peak memory {result.peak_memory_mb:,.0f} MB",
+        f"inference {f.inference_ms_per_image:.3f} ms/image   "
+        f"peak memory {result.peak_memory_mb:,.0f} MB",
     ]
     if result.stop_reason:
         lines.append(result.stop_reason)
+    return "\n".join(lines)
+
+
+def keys_table() -> str:
+    """``cli.py keys``: every config key with its default and meaning."""
+    from search.config import describe_keys
+
+    return table(["key", "default", "meaning"], describe_keys(), align="lll")
+
+
+def dataset_report(
+    name: str, data_dir: str | None, val_fraction: float, grid: str | Path | None = None
+) -> str:
+    """``cli.py data``: the dataset as the tool loads it (split sizes, channel statistics,
+    images per class), and with ``grid`` a PNG of sample images per class."""
+    import numpy as np
+
+    from search.config import TrialConfig
+    from search.training.datasets import load
+    from search.training.splits import holdout_split
+
+    cfg = TrialConfig().with_overrides({"data.dataset": name, "data.val_fraction": val_fraction})
+    ds = load(cfg.data.dataset, data_dir)
+    train_idx, val_idx = holdout_split(ds.train_y, val_fraction, 0)
+    mean, std = ds.mean_std
+    train = np.bincount(ds.train_y, minlength=ds.num_classes)
+    test = np.bincount(ds.test_y, minlength=ds.num_classes)
+    lines = [
+        f"dataset {ds.name}: {ds.num_classes} classes, images {tuple(ds.train_x.shape[1:])} uint8",
+        f"training split {len(ds.train_y):,} images -> train {len(train_idx):,} + validation "
+        f"{len(val_idx):,} (val_fraction {val_fraction}); test split {len(ds.test_y):,} images "
+        f"(read only by final evaluations)",
+        "channel mean (R, G, B) "
+        + ", ".join(f"{m:.4f}" for m in mean)
+        + "   std "
+        + ", ".join(f"{s:.4f}" for s in std)
+        + "   (training split, 0..1 scale)",
+        table(
+            ["label", "class", "train", "test"],
+            [(i, name, train[i], test[i]) for i, name in enumerate(ds.classes)],
+            align="rlrr",
+        ),
+    ]
+    if grid:
+        from search.reporting.figures import sample_grid
+
+        lines.append(f"wrote {sample_grid(ds.train_x, ds.train_y, ds.classes, Path(grid))}")
+    return "\n".join(lines)
+
+
+# search ----------------------------------------------------------------------------------
+def _print(line: str, err: bool = False) -> None:
+    print(line, file=sys.stderr if err else sys.stdout)
+
+
+class SearchProgress:
+    """What ``cli.py search`` prints while a study runs: one line per epoch and per trial,
+    prefixed with ``[worker N]`` in worker ``N`` of ``--workers``. ``echo(line, err=False)``
+    prints a line (``click.echo`` in the CLI)."""
+
+    def __init__(
+        self, spec: StudySpec, worker: str | None = None, echo: Callable[..., None] = _print
+    ) -> None:
+        self.spec, self.worker, self.echo = spec, worker, echo
+        self.prefix = "" if worker is None else f"[worker {worker}] "
+
+    def started(self, target: int, storage_url: str | None) -> None:
+        from search.store import storage_label
+
+        s = self.spec
+        self.echo(
+            f"{self.prefix}study {s.name}: {s.dataset}, {s.sampler} sampler, {s.pruner} "
+            f"pruner, target {target} trials; storage {storage_label(s.name, storage_url)}"
+        )
+
+    def workers_started(self, n: int, gpus: Sequence[str] | None, per_gpu: int) -> None:
+        on_gpus = f" (GPUs {', '.join(gpus)}, {per_gpu} per GPU)" if gpus else ""
+        self.echo(f"starting {n} workers on study {self.spec.name}{on_gpus}")
+
+    def epoch(self, e: EpochEvent) -> None:
+        fold = f" fold {e.fold + 1}/{e.folds}" if e.folds > 1 else ""
+        value = metric_text(e.metric, getattr(e.stats, e.metric))
+        self.echo(
+            f"{self.prefix}  trial {e.trial}{fold} epoch {e.stats.epoch}/{e.epochs}  "
+            f"loss {e.stats.train_loss:.4f}  {e.metric} {value}"
+            f"  best {metric_text(e.metric, e.best)}  {e.stats.seconds:.1f}s"
+        )
+
+    def trial(self, e: TrialEvent) -> None:
+        metric, c = self.spec.metric, e.counts
+        what = {
+            "COMPLETE": f"complete, {metric} {metric_text(metric, e.value)}",
+            "PRUNED": "pruned",
+            "FAIL": f"FAILED ({e.reason})",
+        }.get(e.state, e.state)
+        retry = f" (retry of {e.retry_of})" if e.retry_of is not None else ""
+        self.echo(
+            f"{self.prefix}trial {e.trial}{retry} {what}   best "
+            f"{metric_text(metric, e.best)}   "
+            f"[{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed]"
+        )
+
+    def waiting(self, running: int) -> None:
+        self.echo(
+            f"{self.prefix}waiting for {running} running trial(s) of other workers: the "
+            f"target is reached if they finish"
+        )
+
+    def workers_failed(self, failed: WorkersFailed) -> None:
+        """A worker of ``--workers`` failed; one that was interrupted has said so itself."""
+        if not failed.interrupted:
+            self.echo(f"error: {failed}", err=True)
+
+    def interrupted(self, workers: bool = False) -> None:
+        """After Ctrl-C or SIGTERM, on stderr; ``workers``: in the parent of ``--workers``."""
+        what = "the workers' running trials are" if workers else "the running trial is"
+        self.echo(
+            f"{self.prefix}interrupted: {what} marked FAIL (interrupted); rerun the same "
+            f"command to continue",
+            err=True,
+        )
+
+    def finished(self, outcome: SearchOutcome) -> None:
+        if outcome.ran == 0:
+            self.echo(
+                f"{self.prefix}nothing to do: the study has its {outcome.target} finished "
+                f"trials (raise --n-trials to run more)"
+            )
+
+
+def studies_table(storage_url: str | None = None) -> str:
+    """``cli.py studies``: every study file with its progress (see ``exports.study_rows``)."""
+    from search.reporting.exports import study_rows
+
+    return table(
+        ["study", "dataset", "sampler", "space", "done/target", "best", "file"],
+        study_rows(storage_url),
+        align="llllrrl",
+    )
+
+
+def study_summary(spec: StudySpec, study: optuna.Study) -> str:
+    """Trial counts, the best trial's parameters and the top 5 trials."""
+    from search.store import state_counts
+
+    counts = state_counts(study)
+    lines = [
+        f"\nstudy {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed"
+    ]
+    complete = [t for t in study.trials if t.value is not None]
+    if not complete:
+        return "\n".join(lines + ["no COMPLETE trial yet"])
+    top = sorted(complete, key=lambda t: t.value, reverse=spec.direction == "maximize")[:5]
+    best = top[0]
+    lines.append(f"best trial {best.number}: {spec.metric} {metric_text(spec.metric, best.value)}")
+    lines += [f"  {k} = {v}" for k, v in best.params.items()]
+    keys = sorted({k for t in top for k in t.params})
+    rows = [
+        [t.number, metric_text(spec.metric, t.value)] + [t.params.get(k, "-") for k in keys]
+        for t in top
+    ]
+    rows = [[f"{c:.4g}" if isinstance(c, float) else c for c in r] for r in rows]
+    lines += ["top trials:", table(["trial", spec.metric, *keys], rows)]
+    return "\n".join(lines)
+
+
+class RetrainProgress:
+    """What the final retrain prints as it goes (``cli.py search`` and ``cli.py retrain``):
+    a header, one line per epoch of each seed, then ``final_lines``."""
+
+    def __init__(self, spec: StudySpec, echo: Callable[..., None] = _print) -> None:
+        self.epochs, self.echo = spec.retrain.epochs, echo
+
+    def started(self) -> None:
+        self.echo(
+            f"final retrain on train+validation, {self.epochs} epochs, evaluated once on the "
+            f"test split"
+        )
+
+    def epoch(self, seed: int, stats: EpochStats) -> None:
+        self.echo(epoch_line(stats, self.epochs, f"  seed {seed} "))
+
+    def finished(self, outcome: FinalOutcome) -> None:
+        self.echo(final_lines(outcome))
+
+
+def final_lines(outcome: FinalOutcome) -> str:
+    """The final retrain's test scores per seed and their mean ± sd."""
+    lines = [
+        f"seed {seed}: test accuracy {pct(r.final.accuracy)}  top-5 {pct(r.final.top5)}  "
+        f"loss {r.final.loss:.4f}"
+        for seed, r in outcome.results.items()
+    ]
+    if len(outcome.results) == 1:
+        lines.append(summary(next(iter(outcome.results.values())), outcome.classes))
+    mean, std = outcome.mean_std("accuracy")
+    n = len(outcome.results)
+    spread = f" ± {pct(std)} (sd over {n} seeds)" if n > 1 else " (1 seed: no spread)"
+    lines.append(
+        f"final (trial {outcome.trial_number}): test accuracy {pct(mean)}{spread}   "
+        f"MLflow run {outcome.run_id}"
+    )
     return "\n".join(lines)

@@ -42,7 +42,7 @@ def sqlite_file(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (without its ``?query``), else None."""
     if not uri.startswith(SQLITE_PREFIX):
         return None
-    return Path(uri[len(SQLITE_PREFIX):].split("?", 1)[0])
+    return Path(uri[len(SQLITE_PREFIX) :].split("?", 1)[0])
 
 
 def storage_label(study_name: str, url: str | None) -> str:

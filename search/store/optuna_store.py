@@ -8,6 +8,7 @@ worker killed while writing never stops the others (Optuna's symlink lock waits 
 before breaking a dead holder's lock, and spins forever when the journal path is
 relative). A line torn by a writer killed mid-write is cut off by the next writer.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,9 @@ class Liveness:
     on_lost: Callable[[optuna.Study, FrozenTrial], None]
 
 
-def open_storage(study_name: str, url: str | None, *, create: bool = True,
-                 liveness: Liveness | None = None) -> BaseStorage:
+def open_storage(
+    study_name: str, url: str | None, *, create: bool = True, liveness: Liveness | None = None
+) -> BaseStorage:
     """The journal file for ``study_name``, or the RDB at ``url``.
 
     With ``create=False`` a missing journal file is an error instead of a new file (for
@@ -94,8 +96,11 @@ def open_storage(study_name: str, url: str | None, *, create: bool = True,
     if url is None:
         path = journal_path(study_name)
         if not path.exists() and not create:
-            raise ConfigError("no trials yet: run `cli.py search --study NAME` first",
-                              key="study", value=study_name)
+            raise ConfigError(
+                "no trials yet: run `cli.py search --study NAME` first",
+                key="study",
+                value=study_name,
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalStorage
 
@@ -108,16 +113,21 @@ def open_storage(study_name: str, url: str | None, *, create: bool = True,
         with warnings.catch_warnings():  # both are marked experimental; we rely on them
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, heartbeat_interval=max(1, round(liveness.heartbeat_s)),
+                url,
+                heartbeat_interval=max(1, round(liveness.heartbeat_s)),
                 grace_period=max(1, round(liveness.grace_s)),
-                heartbeat_stale_trial_callback=liveness.on_lost)
+                heartbeat_stale_trial_callback=liveness.on_lost,
+            )
     except Exception as exc:  # driver missing, server down, bad URL: one clear line
         hint = ""
         if isinstance(exc, ImportError) and url.startswith("postgresql"):
             hint = " (install the driver: pip install -e '.[postgres]')"
-        raise ConfigError(f"cannot open Optuna storage: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}",
-                          key="--storage", value=mask_credentials(url)) from None
+        raise ConfigError(
+            f"cannot open Optuna storage: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}{hint}",
+            key="--storage",
+            value=mask_credentials(url),
+        ) from None
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -126,8 +136,12 @@ def finished_count(study: optuna.Study) -> int:
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
     counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
-    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
-             TrialState.FAIL: "failed", TrialState.RUNNING: "running"}
+    names = {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+    }
     for t in study.get_trials(deepcopy=False):
         if t.state in names:
             counts[names[t.state]] += 1

@@ -11,6 +11,7 @@ Layout, one experiment per study:
 We use ``MlflowClient`` with explicit run ids rather than the fluent ``mlflow.start_run``
 API, so no global "active run" state leaks between trials.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,7 @@ from search.interrupts import deferred
 from search.store.locations import mask_credentials, sqlite_file, sqlite_uri, tracking_uri
 from search.store.locks import file_lock
 
-KIND = "cifar_search.kind"          # study | trial | final | ablation
+KIND = "cifar_search.kind"  # study | trial | final | ablation
 STUDY_TAG = "cifar_search.study"
 TRIAL_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"
@@ -42,15 +43,14 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri or tracking_uri()
-        # MLflow retries an unreachable server for minutes by default; fail within ~a minute.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm noise
         db = sqlite_file(self.uri)
         if db is not None:
             if not create and not db.exists():
-                raise ConfigError(f"no MLflow runs yet ({db} is missing): run `cli.py search` "
-                                  f"first", key="study", value=study_name)
+                raise ConfigError(
+                    f"no MLflow runs yet ({db} is missing): run `cli.py search` first",
+                    key="study",
+                    value=study_name,
+                )
             db.parent.mkdir(parents=True, exist_ok=True)
         self.study_name = study_name
         # Workers starting together on a new SQLite store would race to create its tables,
@@ -70,8 +70,11 @@ class Tracker:
         try:
             experiment = self.client.get_experiment_by_name(study_name)
             if experiment is None and not create:
-                raise ConfigError("no MLflow experiment for this study yet: run `cli.py "
-                                  "search` first", key="study", value=study_name)
+                raise ConfigError(
+                    "no MLflow experiment for this study yet: run `cli.py search` first",
+                    key="study",
+                    value=study_name,
+                )
             if experiment is None:
                 artifacts = None
                 if db is not None:  # keep artifacts beside the local store
@@ -79,15 +82,26 @@ class Tracker:
                 return self.client.create_experiment(study_name, artifacts)
             return experiment.experiment_id
         except mlflow.exceptions.MlflowException as exc:
-            raise ConfigError(f"MLflow tracking store unreachable: {str(exc).splitlines()[0]}",
-                              key="MLFLOW_TRACKING_URI", value=mask_credentials(self.uri)) from None
+            raise ConfigError(
+                f"MLflow tracking store unreachable: {str(exc).splitlines()[0]}",
+                key="MLFLOW_TRACKING_URI",
+                value=mask_credentials(self.uri),
+            ) from None
 
     # runs ------------------------------------------------------------------------
-    def find_runs(self, kind: str, extra_filter: str = "", order_by: list[str] | None = None,
-                  max_results: int = 1000) -> list[Any]:
+    def find_runs(
+        self,
+        kind: str,
+        extra_filter: str = "",
+        order_by: list[str] | None = None,
+        max_results: int = 1000,
+    ) -> list[Any]:
         query = f"tags.`{KIND}` = '{kind}'" + (f" and {extra_filter}" if extra_filter else "")
-        return list(self.client.search_runs([self.experiment_id], query, order_by=order_by,
-                                            max_results=max_results))
+        return list(
+            self.client.search_runs(
+                [self.experiment_id], query, order_by=order_by, max_results=max_results
+            )
+        )
 
     def study_run(self, tags: Mapping[str, str]) -> str:
         """The study's parent run id, created on first use and reused on resume."""
@@ -96,19 +110,33 @@ class Tracker:
             if runs:
                 run_id = runs[0].info.run_id
             else:
-                run_id = self.client.create_run(self.experiment_id, run_name=self.study_name,
-                                                tags={KIND: "study", STUDY_TAG: self.study_name}
-                                                ).info.run_id
+                run_id = self.client.create_run(
+                    self.experiment_id,
+                    run_name=self.study_name,
+                    tags={KIND: "study", STUDY_TAG: self.study_name},
+                ).info.run_id
         self.set_tags(run_id, tags)
         return run_id
 
     @deferred()  # a write cut in half leaves the database locked
-    def start_child(self, parent_id: str, kind: str, name: str,
-                    tags: Mapping[str, Any] | None = None,
-                    config: TrialConfig | None = None) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            KIND: kind, STUDY_TAG: self.study_name, "mlflow.parentRunId": parent_id,
-            **{k: str(v) for k, v in (tags or {}).items()}})
+    def start_child(
+        self,
+        parent_id: str,
+        kind: str,
+        name: str,
+        tags: Mapping[str, Any] | None = None,
+        config: TrialConfig | None = None,
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={
+                KIND: kind,
+                STUDY_TAG: self.study_name,
+                "mlflow.parentRunId": parent_id,
+                **{k: str(v) for k, v in (tags or {}).items()},
+            },
+        )
         if config is not None:
             self.log_params(run.info.run_id, config)
         return run.info.run_id
@@ -117,16 +145,20 @@ class Tracker:
     def log_params(self, run_id: str, config: TrialConfig) -> None:
         from mlflow.entities import Param
 
-        self.client.log_batch(run_id, params=[Param(k, format_value(v))
-                                              for k, v in config.to_flat().items()])
+        self.client.log_batch(
+            run_id, params=[Param(k, format_value(v)) for k, v in config.to_flat().items()]
+        )
 
     @deferred()
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int | None = None
+    ) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0)
-                                               for k, v in metrics.items()])
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        )
 
     @deferred()
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
@@ -136,8 +168,13 @@ class Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     @deferred()
-    def end(self, run_id: str, status: str, reason: str | None = None,
-            tags: Mapping[str, Any] | None = None) -> None:
+    def end(
+        self,
+        run_id: str,
+        status: str,
+        reason: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
         """End a run: FINISHED, KILLED (pruned) or FAILED, with the reason as a tag."""
         extra = dict(tags or {})
         if reason:
@@ -148,26 +185,24 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
-    def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_dir)
-
     def log_dir(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(path), artifact_dir)
 
     # reading back ------------------------------------------------------------------
-    def trial_runs(self, state: str | None = None) -> list[Any]:
-        extra = f"tags.`{STATE_TAG}` = '{state}'" if state else ""
-        return self.find_runs("trial", extra)
-
     def best_trial_run(self, direction: str) -> Any | None:
         """The COMPLETE trial run with the best objective value (read from MLflow); of
         equal values the earliest trial, as Optuna's ``best_trial`` picks."""
         sign = 1.0 if direction == "maximize" else -1.0
-        runs = [r for r in self.find_runs("trial", f"tags.`{STATE_TAG}` = 'COMPLETE'",
-                                          max_results=50000)
-                if "objective" in r.data.metrics]
-        return max(runs, default=None, key=lambda r: (sign * r.data.metrics["objective"],
-                                                      -int(r.data.tags[TRIAL_TAG])))
+        runs = [
+            r
+            for r in self.find_runs("trial", f"tags.`{STATE_TAG}` = 'COMPLETE'", max_results=50000)
+            if "objective" in r.data.metrics
+        ]
+        return max(
+            runs,
+            default=None,
+            key=lambda r: (sign * r.data.metrics["objective"], -int(r.data.tags[TRIAL_TAG])),
+        )
 
 
 def _create_sqlite_store(db: Path) -> None:
@@ -191,5 +226,3 @@ def _create_sqlite_store(db: Path) -> None:
 def config_of(run: Any) -> TrialConfig:
     """The ``TrialConfig`` logged as a run's params (text parsed back per key)."""
     return TrialConfig.from_flat(dict(run.data.params))
-
-

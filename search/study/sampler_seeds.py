@@ -10,6 +10,7 @@ Samplers whose sequence must be shared by all workers are not wrapped: QMC (one 
 sequence, its position kept in the storage) and grid (a point's id indexes a shuffle made
 from the seed).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -5,23 +5,16 @@ the data path costs a few kernels per step instead of a CPU pipeline per image.
 Order: random crop (on uint8) -> flip -> to float -> resize -> rotation -> colour jitter
 -> normalisation -> random erasing (erased pixels become 0, the dataset mean).
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from search.config import AugConfig
-
-# What each preset turns on; a toggle set explicitly in the config wins over its preset.
-PRESETS: dict[str, dict[str, float | int | bool]] = {
-    "none": dict(crop_padding=0, flip=False, jitter=0.0, erasing=0.0, rotation=0.0),
-    "basic": dict(crop_padding=0, flip=True, jitter=0.0, erasing=0.0, rotation=0.0),
-    "standard": dict(crop_padding=4, flip=True, jitter=0.0, erasing=0.0, rotation=0.0),
-    "full": dict(crop_padding=4, flip=True, jitter=0.4, erasing=0.25, rotation=0.0),
-}
+from search.config import PRESETS, AugConfig
 
 
 @dataclass(frozen=True)
@@ -44,16 +37,18 @@ class AugmentPlan:
                 values[f.name] = value
         return cls(**values)
 
-    def without_randomness(self) -> AugmentPlan:
-        """What evaluation applies: only the deterministic resize."""
-        return replace(self, crop_padding=0, flip=False, jitter=0.0, erasing=0.0, rotation=0.0)
-
 
 class BatchAugment:
     """Applies an ``AugmentPlan`` to uint8 batches ``(B, 3, H, W)`` on their device."""
 
-    def __init__(self, plan: AugmentPlan, mean: tuple[float, ...], std: tuple[float, ...],
-                 device: torch.device, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        plan: AugmentPlan,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
         self.plan = plan
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -83,8 +78,9 @@ class BatchAugment:
     def _to_float(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255.0)
         if self.plan.resize > 1:
-            x = F.interpolate(x, scale_factor=self.plan.resize, mode="bilinear",
-                              align_corners=False)
+            x = F.interpolate(
+                x, scale_factor=self.plan.resize, mode="bilinear", align_corners=False
+            )
         return x
 
 
@@ -120,14 +116,16 @@ def random_rotation(x: torch.Tensor, max_degrees: float, g: torch.Generator) -> 
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def colour_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
     """Brightness, contrast and saturation, each by a factor in [1-s, 1+s] per image."""
     b = x.shape[0]
     lo, hi = max(0.0, 1 - strength), 1 + strength
-    brightness, contrast, saturation = (_uniform(b, lo, hi, x, g).view(b, 1, 1, 1) for _ in range(3))
+    brightness, contrast, saturation = (
+        _uniform(b, lo, hi, x, g).view(b, 1, 1, 1) for _ in range(3)
+    )
     x = x * brightness
     mean = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * contrast + mean
@@ -136,9 +134,13 @@ def colour_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch
     return x.clamp_(0.0, 1.0)
 
 
-def random_erasing(x: torch.Tensor, probability: float, g: torch.Generator,
-                   area: tuple[float, float] = (0.02, 0.33),
-                   ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+def random_erasing(
+    x: torch.Tensor,
+    probability: float,
+    g: torch.Generator,
+    area: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
     """Zero a random rectangle (2-33% of the area) in each image with ``probability``."""
     b, _, h, w = x.shape
     share = _uniform(b, *area, x, g)
@@ -150,7 +152,11 @@ def random_erasing(x: torch.Tensor, probability: float, g: torch.Generator,
     apply = torch.rand(b, device=x.device, generator=g) < probability
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((rows >= y0.view(b, 1, 1)) & (rows < (y0 + eh).view(b, 1, 1))
-              & (cols >= x0.view(b, 1, 1)) & (cols < (x0 + ew).view(b, 1, 1)))
+    inside = (
+        (rows >= y0.view(b, 1, 1))
+        & (rows < (y0 + eh).view(b, 1, 1))
+        & (cols >= x0.view(b, 1, 1))
+        & (cols < (x0 + ew).view(b, 1, 1))
+    )
     mask = (inside & apply.view(b, 1, 1)).unsqueeze(1)
     return x.masked_fill(mask, 0.0)

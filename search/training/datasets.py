@@ -1,25 +1,25 @@
-"""Datasets as uint8 arrays, and the index splits that keep the test split out of search.
+"""Datasets as uint8 host arrays: the CIFAR pickle reader, digits, synthetic, download.
 
 Datasets: ``cifar10`` and ``cifar100`` (read by our own reader from the official
 python-pickle folders), ``digits`` (scikit-learn's bundled 8x8 digits, upsampled to
 32x32x3: real data, fully offline) and ``synthetic`` (deterministic, learnable random
 images of any size and class count, for tests and benchmarks).
 
-Arrays are ``(N, 3, H, W)`` uint8 and int64 labels on the host; ``search.training.loop`` moves a
-whole split to the training device once.
+Arrays are ``(N, 3, H, W)`` uint8 and int64 labels on the host; ``search.training.splits``
+moves the rows a run uses to the training device once.
 """
+
 from __future__ import annotations
 
 import functools
 import os
 import pickle
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
 from search.errors import ConfigError
 
@@ -30,10 +30,22 @@ DEFAULT_DATA_DIR = "data"
 # The official "python version" layouts: folder, training files, test file, meta file,
 # the meta key of the class names and the label key of the batches.
 _CIFAR_LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
-                "batches.meta", b"label_names", b"labels"),
-    "cifar100": ("cifar-100-python", ["train"], "test", "meta", b"fine_label_names",
-                 b"fine_labels"),
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        b"label_names",
+        b"labels",
+    ),
+    "cifar100": (
+        "cifar-100-python",
+        ["train"],
+        "test",
+        "meta",
+        b"fine_label_names",
+        b"fine_labels",
+    ),
 }
 
 
@@ -65,8 +77,14 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, *, synthetic_size: int = 2000,
-         synthetic_classes: int = 10, download: bool = True) -> Dataset:
+def load(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    synthetic_size: int = 2000,
+    synthetic_classes: int = 10,
+    download: bool = True,
+) -> Dataset:
     """Load a dataset by name (cached per process, so trials in one worker read it once)."""
     if name in _CIFAR_LAYOUT:
         download = download and os.environ.get(NO_DOWNLOAD_ENV, "") in ("", "0")
@@ -75,18 +93,26 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, synthetic_size
         return _load_digits()
     if name == "synthetic":
         return _load_synthetic(synthetic_size, synthetic_classes)
-    raise ConfigError("unknown dataset; expected cifar10, cifar100, digits or synthetic",
-                      key="data.dataset", value=name)
+    raise ConfigError(
+        "unknown dataset; expected cifar10, cifar100, digits or synthetic",
+        key="data.dataset",
+        value=name,
+    )
 
 
 # What the official CIFAR pickles (and numpy's own array pickling, any protocol) need to
 # rebuild a dict of bytes, lists and one uint8 array. Nothing here can run code.
-_PICKLE_GLOBALS = frozenset({
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),  # bytes under pickle protocol 2
-})
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes under pickle protocol 2
+    }
+)
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -95,8 +121,9 @@ class _DataUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
         if (module, name) not in _PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}: a CIFAR batch holds only "
-                                         f"bytes, lists and a numpy array")
+            raise pickle.UnpicklingError(
+                f"refusing {module}.{name}: a CIFAR batch holds only bytes, lists and a numpy array"
+            )
         return super().find_class(module, name)
 
 
@@ -108,8 +135,9 @@ def _unpickle(path: Path) -> dict:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
         raise ConfigError(f"not a CIFAR batch file: {exc}", file=str(path)) from None
     if not isinstance(batch, dict):
-        raise ConfigError(f"not a CIFAR batch file: expected a dict, got "
-                          f"{type(batch).__name__}", file=str(path))
+        raise ConfigError(
+            f"not a CIFAR batch file: expected a dict, got {type(batch).__name__}", file=str(path)
+        )
     return batch
 
 
@@ -122,8 +150,9 @@ def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarr
     batch = _unpickle(path)
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072:
-        raise ConfigError(f"expected a (N, 3072) uint8 'data' array, got shape {data.shape}",
-                          file=str(path))
+        raise ConfigError(
+            f"expected a (N, 3072) uint8 'data' array, got shape {data.shape}", file=str(path)
+        )
     return data.reshape(-1, 3, 32, 32), np.asarray(batch[label_key], dtype=np.int64)
 
 
@@ -136,11 +165,13 @@ def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
         if download:
             _download_cifar(name, root)
         if not all(p.is_file() for p in needed):
-            raise ConfigError(f"{name} not found: expected {base}/ with "
-                              f"{', '.join(train_files + [test_file, meta_file])} "
-                              f"(the official python version, e.g. {_ARCHIVES[name]} from "
-                              f"https://www.cs.toronto.edu/~kriz/cifar.html, extracted into "
-                              f"{root}); set --data-dir or ${DATA_DIR_ENV}")
+            raise ConfigError(
+                f"{name} not found: expected {base}/ with "
+                f"{', '.join(train_files + [test_file, meta_file])} "
+                f"(the official python version, e.g. {_ARCHIVES[name]} from "
+                f"https://www.cs.toronto.edu/~kriz/cifar.html, extracted into "
+                f"{root}); set --data-dir or ${DATA_DIR_ENV}"
+            )
     parts = [read_cifar_batch(base / f, label_key) for f in train_files]
     train_x = np.concatenate([x for x, _ in parts])
     train_y = np.concatenate([y for _, y in parts])
@@ -161,10 +192,12 @@ def _download_cifar(name: str, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         cls(root=str(root), train=True, download=True)
     except Exception as exc:  # offline, proxy, disk: any failure ends in one clear message
-        raise ConfigError(f"{name} is not in {root} and downloading it failed "
-                          f"({type(exc).__name__}: {exc}); download {_ARCHIVES[name]} from "
-                          f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
-                          f"{root}, or set --data-dir / ${DATA_DIR_ENV}") from None
+        raise ConfigError(
+            f"{name} is not in {root} and downloading it failed "
+            f"({type(exc).__name__}: {exc}); download {_ARCHIVES[name]} from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
+            f"{root}, or set --data-dir / ${DATA_DIR_ENV}"
+        ) from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -178,10 +211,17 @@ def _load_digits() -> Dataset:
     big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
     images = (big.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1).numpy()
     labels = digits.target.astype(np.int64)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2,
-                                           stratify=labels, random_state=0)
-    return Dataset("digits", images[train_idx], labels[train_idx], images[test_idx],
-                   labels[test_idx], tuple(str(d) for d in range(10)))
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=0
+    )
+    return Dataset(
+        "digits",
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        tuple(str(d) for d in range(10)),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -201,112 +241,11 @@ def _load_synthetic(size: int, num_classes: int) -> Dataset:
 
     train_x, train_y = sample(size)
     test_x, test_y = sample(max(num_classes, size // 5))
-    return Dataset("synthetic", train_x, train_y, test_x, test_y,
-                   tuple(f"class_{i}" for i in range(num_classes)))
-
-
-@dataclass(frozen=True, eq=False)
-class TrainData:
-    """What one training run sees, resident on its device: uint8 images and labels of the
-    split it trains on and of the split it is evaluated on (``eval_split`` is "val" during
-    search, "test" only for a final evaluation)."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    eval_x: torch.Tensor
-    eval_y: torch.Tensor
-    eval_split: str
-    classes: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def training_indices(dataset: Dataset, train_limit: int, seed: int) -> np.ndarray:
-    """Indices of the training split this config trains on (``data.train_limit``)."""
-    return subsample(dataset.train_y, train_limit, seed)
-
-
-def make_train_data(dataset: Dataset, *, train_idx: np.ndarray, eval_split: str,
-                    eval_idx: np.ndarray | None = None, device: torch.device | str = "cpu"
-                    ) -> TrainData:
-    """Move the chosen rows to ``device`` once. ``eval_split="val"`` evaluates on training
-    rows ``eval_idx``; ``"test"`` on the whole test split."""
-    if eval_split == "val":
-        if eval_idx is None:
-            raise ValueError("eval_split='val' needs eval_idx")
-        eval_x, eval_y = dataset.train_x[eval_idx], dataset.train_y[eval_idx]
-    elif eval_split == "test":
-        eval_x, eval_y = dataset.test_x, dataset.test_y
-    else:
-        raise ValueError(f"eval_split must be 'val' or 'test', not {eval_split!r}")
-    mean, std = dataset.mean_std
-
-    def put(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
-
-    return TrainData(put(dataset.train_x[train_idx]), put(dataset.train_y[train_idx]),
-                     put(eval_x), put(eval_y), eval_split, dataset.classes, mean, std)
-
-
-def holdout_data(dataset: Dataset, val_fraction: float, split_seed: int, train_limit: int,
-                 device: torch.device | str) -> TrainData:
-    """Stratified train/validation holdout of the training split."""
-    pool = training_indices(dataset, train_limit, split_seed)
-    tr, va = holdout_split(dataset.train_y[pool], val_fraction, split_seed)
-    return make_train_data(dataset, train_idx=pool[tr], eval_split="val", eval_idx=pool[va],
-                           device=device)
-
-
-def final_data(dataset: Dataset, split_seed: int, train_limit: int,
-               device: torch.device | str) -> TrainData:
-    """The whole training split (train + validation) against the test split."""
-    return make_train_data(dataset, train_idx=training_indices(dataset, train_limit, split_seed),
-                           eval_split="test", device=device)
-
-
-# splits ---------------------------------------------------------------------------
-def subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Indices of a stratified subsample of ``limit`` items (all of them when 0/large)."""
-    all_idx = np.arange(len(labels))
-    if limit <= 0 or limit >= len(labels):
-        return all_idx
-    keep, _ = train_test_split(all_idx, train_size=limit, stratify=labels, random_state=seed)
-    return np.sort(keep)
-
-
-def holdout_split(labels: np.ndarray, val_fraction: float, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation indices (e.g. 45k/5k of CIFAR's 50k at 0.1).
-
-    When the split is too small to hold every class (a few hundred CIFAR-100 images), a
-    seeded random split is used instead, with a warning.
-    """
-    indices = np.arange(len(labels))
-    try:
-        train_idx, val_idx = train_test_split(indices, test_size=val_fraction,
-                                              stratify=labels, random_state=seed)
-    except ValueError as exc:
-        warnings.warn(f"validation split not stratified ({exc})", stacklevel=2)
-        try:
-            train_idx, val_idx = train_test_split(indices, test_size=val_fraction,
-                                                  random_state=seed)
-        except ValueError as exc2:
-            raise ConfigError(f"cannot make a validation split: {exc2}",
-                              key="data.val_fraction", value=val_fraction) from None
-    return np.sort(train_idx), np.sort(val_idx)
-
-
-def kfold_splits(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold (train, validation) indices: validation folds are disjoint and
-    together cover the training split."""
-    counts = np.bincount(labels)
-    min_count = int(counts[counts > 0].min()) if len(labels) else 0
-    if k > min_count:
-        raise ConfigError(f"k-fold needs at least k images of every class (smallest class "
-                          f"has {min_count})", key="data.kfold", value=k)
-    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [(np.sort(tr), np.sort(va)) for tr, va in folds.split(np.zeros(len(labels)), labels)]
+    return Dataset(
+        "synthetic",
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        tuple(f"class_{i}" for i in range(num_classes)),
+    )

@@ -4,26 +4,25 @@ No Optuna and no MLflow here: the search reports and logs through ``on_epoch``. 
 epoch loop keeps running sums on the device and syncs with the host once per epoch, so a
 GPU is never waiting on Python between steps.
 """
+
 from __future__ import annotations
 
 import math
-import os
-import resource
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 import cifar_models
-from search.training.augment import AugmentPlan, BatchAugment
 from search.config import TrialConfig
-from search.training.datasets import TrainData
 from search.errors import ConfigError
+from search.training import device as device_mod
+from search.training.augment import AugmentPlan, BatchAugment
+from search.training.device import autocast, peak_memory_mb
+from search.training.evaluate import EvalReport, evaluate, quick_eval
+from search.training.splits import TrainData
 
 
 class NonFiniteLossError(RuntimeError):
@@ -31,8 +30,10 @@ class NonFiniteLossError(RuntimeError):
 
     def __init__(self, epoch: int, step: int) -> None:
         self.epoch, self.step = epoch, step
-        super().__init__(f"loss became NaN/inf at epoch {epoch}, step {step} (diverged: "
-                         f"lower optim.lr or set optim.grad_clip)")
+        super().__init__(
+            f"loss became NaN/inf at epoch {epoch}, step {step} (diverged: "
+            f"lower optim.lr or set optim.grad_clip)"
+        )
 
 
 @dataclass(frozen=True)
@@ -54,28 +55,6 @@ class EpochStats:
         return {k: v for k, v in self.__dict__.items() if k != "epoch" and v is not None}
 
 
-@dataclass(frozen=True)
-class EvalReport:
-    """Metrics of a model on one split; accuracies are fractions in [0, 1]."""
-
-    split: str
-    accuracy: float
-    top5: float
-    loss: float
-    per_class_accuracy: tuple[float, ...]
-    confusion: np.ndarray
-    precision_macro: float
-    recall_macro: float
-    f1_macro: float
-    n_images: int
-    inference_ms_per_image: float
-
-    def metrics(self) -> dict[str, float]:
-        keys = ("accuracy", "top5", "loss", "precision_macro", "recall_macro", "f1_macro",
-                "inference_ms_per_image")
-        return {f"{self.split}_{k}": float(getattr(self, k)) for k in keys}
-
-
 @dataclass
 class TrainResult:
     config: TrialConfig
@@ -89,27 +68,6 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
-def threads_per_process(processes: int) -> int:
-    """CPU threads each of ``processes`` processes may use: torch otherwise gives every
-    process one thread per core, and N processes on one machine then fight over the cores
-    (2 resnet20 workers on 2 cores trained at 0.46x the speed of one, and at 1.01x-1.20x
-    with the cores split)."""
-    return max(1, (os.cpu_count() or 1) // processes)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA GPU, else Apple's MPS, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("CUDA is not available on this machine", key="runtime.device", value=name)
-    return torch.device(name)
-
-
 def build_model(cfg: TrialConfig, num_classes: int) -> torch.nn.Module:
     """``cifar_models.create`` with the config's knobs; its errors become ConfigErrors."""
     try:
@@ -118,11 +76,6 @@ def build_model(cfg: TrialConfig, num_classes: int) -> torch.nn.Module:
         key = "model.name" if exc.key == "name" else f"model.{exc.key}"
         raise ConfigError(str(exc), key=key) from None
 
-
-# bf16 autocast and channels_last are applied on CUDA, where tensor cores pay for them. A
-# CPU without bf16 units runs bf16 slower than fp32, and it changes the numbers, so the CPU
-# keeps fp32 and the default layout. (Tests widen this set to run the CUDA path on a CPU.)
-FAST_PATH_DEVICES = frozenset({"cuda"})
 
 # Compiled models of this worker process, per architecture: torch.compile costs minutes on
 # a GPU, so a search compiles each architecture once and reuses the graph across trials.
@@ -139,15 +92,21 @@ _RECOMPILE_LIMIT = 256
 _ACCUMULATED_RECOMPILE_LIMIT = 4096
 
 
-def _model_for(cfg: TrialConfig, num_classes: int, device: torch.device,
-               memory_format: torch.memory_format) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _model_for(
+    cfg: TrialConfig, num_classes: int, device: torch.device, memory_format: torch.memory_format
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(model, the module to call in the training step): the same module, or with
     ``runtime.compile`` a cached compiled one loaded with this run's fresh weights."""
     model = build_model(cfg, num_classes).to(device, memory_format=memory_format)
     if not cfg.runtime.compile:
         return model, model
-    key = (cfg.model.name, tuple(sorted(cfg.model.model_args().items())), num_classes,
-           str(device), memory_format)
+    key = (
+        cfg.model.name,
+        tuple(sorted(cfg.model.model_args().items())),
+        num_classes,
+        str(device),
+        memory_format,
+    )
     if key in _COMPILED:
         _COMPILED.move_to_end(key)
         cached, compiled = _COMPILED[key]
@@ -164,22 +123,33 @@ def _raise_recompile_limit() -> None:
     config = torch._dynamo.config
     # older torch releases name them cache_size_limit and accumulated_cache_size_limit
     for new_name, old_name, limit in (
-            ("recompile_limit", "cache_size_limit", _RECOMPILE_LIMIT),
-            ("accumulated_recompile_limit", "accumulated_cache_size_limit",
-             _ACCUMULATED_RECOMPILE_LIMIT)):
+        ("recompile_limit", "cache_size_limit", _RECOMPILE_LIMIT),
+        (
+            "accumulated_recompile_limit",
+            "accumulated_cache_size_limit",
+            _ACCUMULATED_RECOMPILE_LIMIT,
+        ),
+    ):
         name = new_name if hasattr(config, new_name) else old_name
         if hasattr(config, name):
             setattr(config, name, max(getattr(config, name), limit))
 
 
-def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device
-               ) -> torch.optim.Optimizer:
+def _optimizer(
+    cfg: TrialConfig, model: torch.nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
     o = cfg.optim
     fused = {"fused": True} if device.type == "cuda" else {}
     params = [p for p in model.parameters() if p.requires_grad]
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                               nesterov=o.nesterov and o.momentum > 0, **fused)
+        return torch.optim.SGD(
+            params,
+            lr=o.lr,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            nesterov=o.nesterov and o.momentum > 0,
+            **fused,
+        )
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, betas=(o.momentum, 0.999), weight_decay=o.weight_decay, **fused)
 
@@ -196,27 +166,26 @@ def lr_factor(cfg: TrialConfig, step: int, total_steps: int, steps_per_epoch: in
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if s.name == "multistep":
         passed = sum(step >= m * total_steps for m in s.milestones)
-        return s.gamma ** passed
+        return s.gamma**passed
     return 1.0
 
 
-def _scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-               ) -> torch.optim.lr_scheduler.LRScheduler:
+def _scheduler(
+    cfg: TrialConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     total = cfg.optim.epochs * steps_per_epoch
     if cfg.schedule.name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr,
-                                                   total_steps=total)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.optim.lr, total_steps=total
+        )
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(cfg, min(step, total - 1), total, steps_per_epoch))
+        optimizer, lambda step: lr_factor(cfg, min(step, total - 1), total, steps_per_epoch)
+    )
 
 
-def _autocast(cfg: TrialConfig, device: torch.device):
-    enabled = cfg.runtime.bf16 and device.type in FAST_PATH_DEVICES
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def train_one(cfg: TrialConfig, data: TrainData,
-              on_epoch: Callable[[EpochStats], bool | None] | None = None) -> TrainResult:
+def train_one(
+    cfg: TrialConfig, data: TrainData, on_epoch: Callable[[EpochStats], bool | None] | None = None
+) -> TrainResult:
     """Train ``cfg`` on ``data.train_*`` and evaluate on ``data.eval_*``.
 
     ``on_epoch(stats)`` is called after every epoch; it may raise (e.g. Optuna's
@@ -230,12 +199,13 @@ def train_one(cfg: TrialConfig, data: TrainData,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    channels_last = cfg.runtime.channels_last and device.type in FAST_PATH_DEVICES
+    channels_last = cfg.runtime.channels_last and device.type in device_mod.FAST_PATH_DEVICES
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     model, step_model = _model_for(cfg, data.num_classes, device, memory_format)
-    augment = BatchAugment(AugmentPlan.from_config(cfg.aug), data.mean, data.std, device,
-                           channels_last)
+    augment = BatchAugment(
+        AugmentPlan.from_config(cfg.aug), data.mean, data.std, device, channels_last
+    )
     n_train = data.train_x.shape[0]
     batch_size = min(cfg.optim.batch_size, n_train)
     steps_per_epoch = n_train // batch_size
@@ -256,9 +226,9 @@ def train_one(cfg: TrialConfig, data: TrainData,
         first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
         lr = optimizer.param_groups[0]["lr"]
         for step in range(steps_per_epoch):
-            idx = order[step * batch_size:(step + 1) * batch_size]
+            idx = order[step * batch_size : (step + 1) * batch_size]
             inputs, targets = augment.train_batch(data.train_x[idx], generator), data.train_y[idx]
-            with _autocast(cfg, device):
+            with autocast(cfg, device):
                 logits = step_model(inputs)
             loss = criterion(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
@@ -271,19 +241,28 @@ def train_one(cfg: TrialConfig, data: TrainData,
             batch_loss = loss.detach()
             loss_sum += batch_loss * batch_size
             correct += (logits.argmax(1) == targets).sum()
-            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(batch_loss),
-                                         step, first_bad_step)
+            first_bad_step = torch.where(
+                (first_bad_step < 0) & ~torch.isfinite(batch_loss), step, first_bad_step
+            )
         seen = steps_per_epoch * batch_size
         total_loss, total_correct, bad_step = torch.stack(
-            [loss_sum, correct.float(), first_bad_step.float()]).tolist()
+            [loss_sum, correct.float(), first_bad_step.float()]
+        ).tolist()
         if bad_step >= 0:
             raise NonFiniteLossError(epoch, int(bad_step))
         seconds = time.perf_counter() - epoch_start
         # Evaluation runs the eager model: compiling its eval-mode graph, and again for the
         # last, smaller batch, would cost more compile time than it saves.
-        val = _quick_eval(model, augment, data, cfg, device) if validate else {}
-        stats = EpochStats(epoch=epoch, train_loss=total_loss / seen, train_acc=total_correct / seen,
-                           lr=lr, seconds=seconds, images_per_s=seen / seconds, **val)
+        val = quick_eval(model, augment, data, cfg, device) if validate else {}
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=total_loss / seen,
+            train_acc=total_correct / seen,
+            lr=lr,
+            seconds=seconds,
+            images_per_s=seen / seconds,
+            **val,
+        )
         history.append(stats)
         if on_epoch is not None and on_epoch(stats):
             stop_reason = f"stopped by callback after epoch {epoch}"
@@ -297,77 +276,17 @@ def train_one(cfg: TrialConfig, data: TrainData,
                     stop_reason = f"early stopping: no val_acc gain for {epochs_since_best} epochs"
                     break
     train_seconds = time.perf_counter() - started
-    final = evaluate(model, augment, data.eval_x, data.eval_y, data.classes,
-                     data.eval_split, cfg, device)
-    return TrainResult(config=cfg, history=history, final=final,
-                       n_params=cifar_models.count_parameters(model),
-                       train_seconds=train_seconds, peak_memory_mb=peak_memory_mb(device),
-                       device=str(device), stop_reason=stop_reason,
-                       state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()})
-
-
-@torch.no_grad()
-def _logits(model: torch.nn.Module, augment: BatchAugment, images: torch.Tensor,
-            cfg: TrialConfig, device: torch.device) -> torch.Tensor:
-    model.eval()
-    bs = cfg.runtime.eval_batch_size
-    out = []
-    for start in range(0, images.shape[0], bs):
-        with _autocast(cfg, device):
-            out.append(model(augment.eval_batch(images[start:start + bs])).float())
-    return torch.cat(out)
-
-
-def _topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
-
-
-def _quick_eval(model: torch.nn.Module, augment: BatchAugment, data: TrainData,
-                cfg: TrialConfig, device: torch.device) -> dict[str, float]:
-    """Validation loss, accuracy and top-5 with one host sync."""
-    logits = _logits(model, augment, data.eval_x, cfg, device)
-    loss = F.cross_entropy(logits, data.eval_y)
-    acc = (logits.argmax(1) == data.eval_y).float().mean()
-    top5 = _topk_correct(logits, data.eval_y, 5).float().mean()
-    val_loss, val_acc, val_top5 = torch.stack([loss, acc, top5]).tolist()
-    return {"val_loss": val_loss, "val_acc": val_acc, "val_top5": val_top5}
-
-
-def evaluate(model: torch.nn.Module, augment: BatchAugment, images: torch.Tensor,
-             labels: torch.Tensor, classes: tuple[str, ...], split: str, cfg: TrialConfig,
-             device: torch.device) -> EvalReport:
-    """Full metrics on one split: accuracy, top-5, loss, per-class accuracy, confusion
-    matrix, macro precision/recall/F1 and inference time per image."""
-    _synchronize(device)
-    start = time.perf_counter()
-    logits = _logits(model, augment, images, cfg, device)
-    _synchronize(device)
-    ms_per_image = (time.perf_counter() - start) * 1000 / max(1, images.shape[0])
-    loss = F.cross_entropy(logits, labels).item()
-    top5 = _topk_correct(logits, labels, 5).float().mean().item()
-    y_true = labels.cpu().numpy()
-    y_pred = logits.argmax(1).cpu().numpy()
-    n = len(classes)
-    confusion = confusion_matrix(y_true, y_pred, labels=np.arange(n))
-    support = confusion.sum(axis=1)
-    per_class = np.divide(np.diag(confusion), support, out=np.zeros(n), where=support > 0)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=np.arange(n), average="macro", zero_division=0)
-    return EvalReport(split=split, accuracy=float((y_true == y_pred).mean()), top5=top5,
-                      loss=loss, per_class_accuracy=tuple(per_class.tolist()),
-                      confusion=confusion, precision_macro=float(precision),
-                      recall_macro=float(recall), f1_macro=float(f1), n_images=len(y_true),
-                      inference_ms_per_image=ms_per_image)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated on ``device``, or the process's peak RSS on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    final = evaluate(
+        model, augment, data.eval_x, data.eval_y, data.classes, data.eval_split, cfg, device
+    )
+    return TrainResult(
+        config=cfg,
+        history=history,
+        final=final,
+        n_params=cifar_models.count_parameters(model),
+        train_seconds=train_seconds,
+        peak_memory_mb=peak_memory_mb(device),
+        device=str(device),
+        stop_reason=stop_reason,
+        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+    )

@@ -1,5 +1,6 @@
 """Running one config end to end: load its dataset, put the right split on the device,
 train (holdout, every fold of a k-fold, or the final train+val -> test run)."""
+
 from __future__ import annotations
 
 import os
@@ -8,45 +9,57 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.training import datasets as data_mod
 from search.config import TrialConfig
-from search.training.loop import EpochStats, TrainResult, resolve_device, train_one
+from search.training import datasets, splits
+from search.training.datasets import Dataset
+from search.training.device import resolve_device
+from search.training.loop import EpochStats, TrainResult, train_one
 
 
-def load_dataset(cfg: TrialConfig, data_dir: str | os.PathLike | None) -> data_mod.Dataset:
+def load_dataset(cfg: TrialConfig, data_dir: str | os.PathLike | None) -> Dataset:
     d = cfg.data
-    return data_mod.load(d.dataset, data_dir, synthetic_size=d.synthetic_size,
-                         synthetic_classes=d.synthetic_classes)
+    return datasets.load(
+        d.dataset, data_dir, synthetic_size=d.synthetic_size, synthetic_classes=d.synthetic_classes
+    )
 
 
-def final_run(cfg: TrialConfig, dataset: data_mod.Dataset,
-              on_epoch: Callable[[EpochStats], bool | None] | None = None) -> TrainResult:
+def final_run(
+    cfg: TrialConfig, dataset: Dataset, on_epoch: Callable[[EpochStats], bool | None] | None = None
+) -> TrainResult:
     """Train on the whole training split and evaluate once on the test split."""
     device = resolve_device(cfg.runtime.device)
-    data = data_mod.final_data(dataset, cfg.data.seed, cfg.data.train_limit, device)
+    data = splits.final_data(dataset, cfg.data.seed, cfg.data.train_limit, device)
     return train_one(cfg, data, on_epoch)
 
 
-def fold_indices(cfg: TrialConfig, dataset: data_mod.Dataset
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(cfg: TrialConfig, dataset: Dataset) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) index pairs into ``dataset.train_*``: one holdout pair, or k
     stratified folds when ``data.kfold >= 2``."""
     d = cfg.data
-    pool = data_mod.training_indices(dataset, d.train_limit, d.seed)
+    pool = splits.training_indices(dataset, d.train_limit, d.seed)
     labels = dataset.train_y[pool]
     if d.kfold >= 2:
-        pairs = data_mod.kfold_splits(labels, d.kfold, d.seed)
+        pairs = splits.kfold_splits(labels, d.kfold, d.seed)
     else:
-        pairs = [data_mod.holdout_split(labels, d.val_fraction, d.seed)]
+        pairs = [splits.holdout_split(labels, d.val_fraction, d.seed)]
     return [(pool[tr], pool[va]) for tr, va in pairs]
 
 
-def make_fold(cfg: TrialConfig, dataset: data_mod.Dataset, fold: int,
-              pairs: list[tuple[np.ndarray, np.ndarray]] | None = None) -> data_mod.TrainData:
+def make_fold(
+    cfg: TrialConfig,
+    dataset: Dataset,
+    fold: int,
+    pairs: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> splits.TrainData:
     """Fold ``fold`` of ``cfg``'s validation setups (``pairs``: precomputed ``fold_indices``)."""
     train_idx, val_idx = (pairs or fold_indices(cfg, dataset))[fold]
-    return data_mod.make_train_data(dataset, train_idx=train_idx, eval_split="val",
-                                    eval_idx=val_idx, device=resolve_device(cfg.runtime.device))
+    return splits.make_train_data(
+        dataset,
+        train_idx=train_idx,
+        eval_split="val",
+        eval_idx=val_idx,
+        device=resolve_device(cfg.runtime.device),
+    )
 
 
 @dataclass
@@ -68,9 +81,11 @@ class ValidationResult:
         return float(np.std(self.accuracies, ddof=1)) if len(self.folds) > 1 else 0.0
 
 
-def validate(cfg: TrialConfig, dataset: data_mod.Dataset,
-             on_epoch: Callable[[int, EpochStats], bool | None] | None = None
-             ) -> ValidationResult:
+def validate(
+    cfg: TrialConfig,
+    dataset: Dataset,
+    on_epoch: Callable[[int, EpochStats], bool | None] | None = None,
+) -> ValidationResult:
     """Train on each validation setup in turn; ``on_epoch(fold, stats)``."""
     pairs = fold_indices(cfg, dataset)
     results = []

@@ -1,0 +1,210 @@
+"""One trial: suggest -> train (holdout or k-fold) -> report to the pruner -> log to MLflow.
+
+Fold -> step mapping for pruning (k-fold): a trial reports the validation metric of fold 0
+after each of its epochs (step = epoch, 1-based), so the pruner compares every trial on
+the same single-split learning curve; once fold 0 has finished, the other folds run
+without pruning and the objective is the mean over all folds (std kept as a user attr).
+With a holdout (the default) there is only fold 0.
+"""
+
+from __future__ import annotations
+
+import gc
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from search.config import TrialConfig, format_value
+from search.engine.coordination import RETRY_ATTR, ClaimLock, Heartbeat
+from search.errors import ConfigError
+from search.store import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
+from search.study import StudySpec, suggest
+from search.training import Dataset, EpochStats, NonFiniteLossError, validate
+
+# how a trial's MLflow run ends, by the trial's final Optuna state
+RUN_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    trial: int
+    fold: int
+    folds: int
+    stats: EpochStats
+    epochs: int
+    metric: str
+    best: float | None
+
+
+def best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no COMPLETE trial yet
+        return None
+
+
+class Objective:
+    """The callable Optuna optimizes: one trial of ``spec`` on ``dataset``, logged as a child
+    run of ``parent_id``. ``end_run`` closes the trial's MLflow run once Optuna has stored
+    the trial's final state (pass it to ``study.optimize``'s callbacks)."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        dataset: Dataset,
+        study: optuna.Study,
+        tracker: Tracker,
+        parent_id: str,
+        claim: ClaimLock,
+        heartbeat_s: float,
+        on_epoch: Callable[[EpochEvent], None],
+    ) -> None:
+        self.spec, self.dataset, self.study = spec, dataset, study
+        self.tracker, self.parent_id, self.claim = tracker, parent_id, claim
+        self.heartbeat_s, self.on_epoch = heartbeat_s, on_epoch
+        # A journal storage has no Optuna heartbeat: the worker beats itself (coordination).
+        self.beat = not _is_rdb(study)
+        self._ending: dict[int, tuple[str, str | None]] = {}  # trial -> (run id, reason)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        # The worker is recorded while the claim lock is still held, so a RUNNING trial
+        # without a worker, seen under the lock, always means its creator died in between.
+        with Heartbeat(self.study, trial._trial_id, self.heartbeat_s, beat=self.beat):
+            self.claim.release()  # the trial exists now: other workers may claim theirs
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> float:
+        tags = {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}
+        if RETRY_ATTR in trial.user_attrs:
+            tags[RETRY_TAG] = trial.user_attrs[RETRY_ATTR]
+        tracker = self.tracker
+        run_id = tracker.start_child(self.parent_id, "trial", f"trial-{trial.number}", tags)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        cfg = None
+        try:
+            cfg = suggest(self.spec, trial)
+            flat = {k: format_value(v) for k, v in cfg.to_flat().items()}
+            trial.set_user_attr("config", flat)
+            tracker.log_params(run_id, cfg)
+            result = validate(cfg, self.dataset, self._reporter(trial, cfg, run_id))
+        except optuna.TrialPruned as exc:
+            # the run ends once Optuna has stored the state (end_run), so that a worker
+            # killed in between leaves a RUNNING run that close_orphan_runs settles
+            self._ending[trial.number] = (run_id, str(exc))
+            raise
+        except BaseException as exc:
+            reason = _failure_reason(exc, cfg)
+            trial.set_user_attr("fail_reason", reason)
+            expected = (NonFiniteLossError, ConfigError, KeyboardInterrupt, torch.OutOfMemoryError)
+            if not isinstance(exc, expected):
+                tracker.log_text(run_id, traceback.format_exc(), "traceback.txt")
+            tracker.end(run_id, "FAILED", reason, {STATE_TAG: "FAIL"})
+            if isinstance(exc, torch.OutOfMemoryError):
+                _release_memory()
+            raise
+        values = [_metric_of(r.final, self.spec.metric) for r in result.folds]
+        value = float(np.mean(values))
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        n_params = result.folds[0].n_params
+        trial.set_user_attr("fold_values", values)
+        trial.set_user_attr("value_std", std)
+        trial.set_user_attr("n_params", n_params)
+        train_seconds = sum(r.train_seconds for r in result.folds)
+        metrics = {
+            "objective": value,
+            "objective_std": std,
+            "n_params": n_params,
+            "train_seconds": train_seconds,
+        }
+        tracker.log_metrics(run_id, metrics)
+        self._ending[trial.number] = (run_id, None)
+        return value
+
+    def _reporter(
+        self, trial: optuna.Trial, cfg: TrialConfig, run_id: str
+    ) -> Callable[[int, EpochStats], None]:
+        n_folds = max(1, cfg.data.kfold)
+        metric, epochs = self.spec.metric, cfg.optim.epochs
+
+        def report(fold: int, stats: EpochStats) -> None:
+            step = fold * epochs + stats.epoch
+            metrics = {
+                f"fold{fold}.{k}" if n_folds > 1 else k: v for k, v in stats.metrics().items()
+            }
+            self.tracker.log_metrics(run_id, metrics, step=step)
+            self.on_epoch(
+                EpochEvent(
+                    trial.number, fold, n_folds, stats, epochs, metric, best_value(self.study)
+                )
+            )
+            if fold == 0:  # pruning sees fold 0's learning curve only (module docstring)
+                value = getattr(stats, metric)
+                trial.report(value, stats.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {stats.epoch}: {metric} {value:.4f}")
+
+        return report
+
+    def end_run(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Optuna callback: end the trial's MLflow run as the trial ended."""
+        if trial.number not in self._ending:
+            return
+        run_id, reason = self._ending.pop(trial.number)
+        try:
+            end_trial_run(self.tracker, run_id, trial.state, reason)
+        except Exception:  # noqa: BLE001 - MLflow hiccup: close_orphan_runs settles it
+            pass
+
+
+def end_trial_run(tracker: Tracker, run_id: str, state: TrialState, reason: str | None) -> None:
+    tracker.end(run_id, RUN_STATUS[state], reason, {STATE_TAG: state.name})
+
+
+def close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
+    """MLflow runs still RUNNING for trials that are finished end as their trial did: a
+    worker killed after Optuna stored the trial's state but before the run was closed, or a
+    lost worker's trial failed by the heartbeat check (FAILED, with the trial's reason)."""
+    states = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for run in tracker.find_runs("trial", "attributes.status = 'RUNNING'"):
+        trial = states.get(int(run.data.tags.get(TRIAL_TAG, -1)))
+        if trial is None or trial.state not in RUN_STATUS:
+            continue
+        reason = None
+        if trial.state == TrialState.FAIL:
+            reason = trial.user_attrs.get("fail_reason") or "worker lost (stale heartbeat)"
+        end_trial_run(tracker, run.info.run_id, trial.state, reason)
+
+
+def _is_rdb(study: optuna.Study) -> bool:
+    from search.engine.coordination import rdb_storage
+
+    return rdb_storage(study) is not None
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _metric_of(report, metric: str) -> float:
+    return {"val_acc": report.accuracy, "val_loss": report.loss, "val_top5": report.top5}[metric]
+
+
+def _failure_reason(exc: BaseException, cfg: TrialConfig | None) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, torch.OutOfMemoryError):
+        what = f" (batch {cfg.optim.batch_size}, model {cfg.model.name})" if cfg else ""
+        return f"out of memory{what}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"

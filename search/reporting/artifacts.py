@@ -1,0 +1,52 @@
+"""What reporting adds to MLflow runs: Optuna's plots on a study's parent run and the
+figures of a final retrain. The engine and the retrain take these as callbacks
+(``run_search(..., after_search=write_study_plots)``, ``final_retrain(...,
+artifacts=final_figures)``), so that they never import the reporting layer."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from search.reporting.figures import confusion_png, curves_png, study_figures
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.retrain import FinalOutcome
+    from search.store import Tracker
+
+
+def write_study_plots(study: optuna.Study, tracker: Tracker, parent_id: str) -> list[str]:
+    """Optuna's plots as self-contained HTML artifacts under ``optuna/`` on the parent run;
+    plots that need more trials than exist (importance needs 2 COMPLETE ones) are skipped."""
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fig in study_figures(study).items():
+            path = Path(tmp) / f"{name}.html"
+            fig.write_html(str(path), include_plotlyjs=True)
+            written.append(path.name)
+        if written:
+            tracker.log_dir(parent_id, Path(tmp), "optuna")
+    return written
+
+
+def final_figures(outcome: FinalOutcome, folder: Path) -> list[Path]:
+    """``confusion_matrix.png`` (test split, summed over seeds) and ``training_curves.png``
+    (one line per seed) of a final retrain, drawn into ``folder``."""
+    seeds = list(outcome.results)
+    trial = outcome.trial_number
+    return [
+        confusion_png(
+            outcome.confusion,
+            outcome.classes,
+            folder / "confusion_matrix.png",
+            f"test confusion (trial {trial}, seeds {seeds})",
+        ),
+        curves_png(
+            {f"seed {s}": r.history for s, r in outcome.results.items()},
+            folder / "training_curves.png",
+            f"final retrain of trial {trial}",
+        ),
+    ]
