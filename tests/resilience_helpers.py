@@ -1,35 +1,29 @@
-"""Shared by the worker-process tests: a study of short CPU trials, and readers of its
-storage and MLflow runs."""
+"""Shared by the worker-process tests: a study of short CPU trials (the tiny study of
+tests/tiny_study.py, named "res"), worker processes from the fork server
+(tests/forkserver.py), and readers of the study's storage and MLflow runs."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import forkserver
 import mlflow
 import optuna
 from optuna.trial import TrialState
+from tiny_study import write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STUDY = """
-[study]
-dataset = "synthetic"
-n_trials = 3
-sampler = "random"
-seed = 0
-pruner = "none"
-[space]
-"optim.lr" = { type = "float", low = 0.01, high = 0.2, log = true }
-[fixed]
-"model.name" = "improved_cnn"
-"model.width" = 0.25
-"optim.epochs" = EPOCHS
-"optim.batch_size" = 32
-"aug.preset" = "none"
-"runtime.device" = "cpu"
-"data.synthetic_size" = 200
-"data.synthetic_classes" = 4
-"""
+
+def study_file(work: Path, epochs: int, n_trials: int = 3, name: str = "res") -> Path:
+    """``work/<name>.toml``: the tiny study with ``n_trials`` trials of ``epochs`` epochs."""
+    return write_study(work, name, study={"n_trials": n_trials}, fixed={"optim.epochs": epochs})
+
+
+def spawn_cli(work: Path, *args: object, env: dict | None = None) -> forkserver.Forked:
+    """``python cli.py *args`` as a new process in ``work``, with ``env_for(work)``."""
+    return forkserver.spawn_cli([str(a) for a in args], work, env or env_for(work))
 
 
 def env_for(work: Path) -> dict:

@@ -1,5 +1,7 @@
 """Many machines' recipe on one: a real PostgreSQL server on loopback as the Optuna
-storage, three worker processes, one killed mid-trial (SIGKILL)."""
+storage, three worker processes, one killed mid-trial (SIGKILL). The ``cli.py`` processes
+come from the fork server (tests/forkserver.py): new processes with their imports done."""
+
 from __future__ import annotations
 
 import glob
@@ -8,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,10 +18,10 @@ import mlflow
 import optuna
 import pytest
 from optuna.trial import TrialState
+from resilience_helpers import env_for, finished, mlflow_trial_runs, spawn_cli, study_file
 
-from resilience_helpers import ROOT, STUDY, env_for, finished, mlflow_trial_runs
-
-pytestmark = pytest.mark.slow  # a real server and several worker processes
+# a real server and several worker processes; one server (the module's fixture) for both
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgres")]
 
 
 def _pg_bindir() -> Path | None:
@@ -43,45 +44,84 @@ def _free_port() -> int:
 def postgres_url():
     bindir = _pg_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (.ci/run installs Debian's "
-                    "postgresql package; install it with apt-get install postgresql)")
+        pytest.skip(
+            "PostgreSQL server binaries not found (.ci/run installs Debian's "
+            "postgresql package; install it with apt-get install postgresql)"
+        )
     data = Path(tempfile.mkdtemp(prefix="pgtest-"))
     os.chmod(data, 0o755)
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
     port = _free_port()
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust",
-                                 "-U", "postgres"]), check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l",
-                                 str(data / "log"), "-w", "-o",
-                                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        _as_postgres(
+            [str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data / "db"),
+                "-l",
+                str(data / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres:pw@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m",
-                                     "immediate", "stop"]), capture_output=True)
+        subprocess.run(
+            _as_postgres(
+                [str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"]
+            ),
+            capture_output=True,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 
 def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
-    (tmp_path / "res.toml").write_text(STUDY.replace("EPOCHS", "5").replace(
-        "n_trials = 3", "n_trials = 6"))
-    args = [sys.executable, str(ROOT / "cli.py"), "search", "--study", str(tmp_path / "res.toml"),
-            "--storage", postgres_url, "--no-retrain", "--heartbeat", "1"]
+    study_file(tmp_path, epochs=5, n_trials=6)
+    args = [
+        "search",
+        "--study",
+        tmp_path / "res.toml",
+        "--storage",
+        postgres_url,
+        "--no-retrain",
+        "--heartbeat",
+        "1",
+    ]
+    # One storage for the polling below (one connection pool), opened before the workers
+    # start, as the polling did while real workers spent seconds on their imports: it
+    # creates Optuna's tables, which Optuna creates without a lock (workers arriving within
+    # milliseconds of each other on a new database collide there).
+    polling = optuna.storages.RDBStorage(postgres_url)
     # the victim's trials cannot finish before it is killed; the others' are short
     victim_args = [*args, "--set", "optim.epochs=100000"]
-    procs = [subprocess.Popen(a, cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for a in (victim_args, args, args)]
+    procs = [spawn_cli(tmp_path, *a) for a in (victim_args, args, args)]
     victim = procs[0]
     deadline, killed = time.time() + 180, None
     while killed is None and time.time() < deadline:
+        assert victim.poll() is None, victim.communicate()
         try:
-            study = optuna.load_study(study_name="res", storage=postgres_url)
-            mine = [t for t in study.trials if t.state == TrialState.RUNNING
-                    and t.intermediate_values
-                    and t.system_attrs.get("worker", {}).get("pid") == victim.pid]
+            study = optuna.load_study(study_name="res", storage=polling)
+            mine = [
+                t
+                for t in study.trials
+                if t.state == TrialState.RUNNING
+                and t.intermediate_values
+                and t.system_attrs.get("worker", {}).get("pid") == victim.pid
+            ]
             if mine:
                 killed = mine[0].number
         except KeyError:
@@ -119,17 +159,23 @@ def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
 def test_a_trial_whose_worker_died_before_its_heartbeat_is_retried(tmp_path, postgres_url):
     """A worker that dies inside ``study.ask`` leaves a RUNNING trial that Optuna's heartbeat
     check never sees (no heartbeat was ever recorded). The study must not wait for it."""
-    (tmp_path / "orphan.toml").write_text(STUDY.replace("EPOCHS", "1").replace(
-        "n_trials = 3", "n_trials = 2"))
+    study_file(tmp_path, epochs=1, n_trials=2, name="orphan")
     study = optuna.create_study(study_name="orphan", storage=postgres_url)
     orphan = study.ask()
     orphan.suggest_float("optim.lr", 0.01, 0.2, log=True)
-    args = [sys.executable, str(ROOT / "cli.py"), "search", "--study",
-            str(tmp_path / "orphan.toml"), "--storage", postgres_url, "--no-retrain",
-            "--heartbeat", "1"]
-    proc = subprocess.run(args, cwd=tmp_path, env=env_for(tmp_path), capture_output=True,
-                          text=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr
+    proc = spawn_cli(
+        tmp_path,
+        "search",
+        "--study",
+        tmp_path / "orphan.toml",
+        "--storage",
+        postgres_url,
+        "--no-retrain",
+        "--heartbeat",
+        "1",
+    )
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
     study = optuna.load_study(study_name="orphan", storage=postgres_url)
     assert study.trials[orphan.number].state == TrialState.FAIL
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]

@@ -5,7 +5,13 @@ three independent processes at once; each time the storage and MLflow must stay 
 A process that is to be signalled mid-trial runs a study whose trials cannot finish
 (``VICTIM_EPOCHS``), so that the signal never lands after the work is already done; the
 study file is then rewritten with short trials for the resumed run.
+
+Every ``cli.py`` process comes from the fork server (tests/forkserver.py): a new process
+of its own, with its imports already done. The workers that ``search --workers`` starts,
+and the processes killed while they create the MLflow store, are started as plain
+``python`` processes.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,27 +22,24 @@ import sys
 import time
 from pathlib import Path
 
+import forkserver
 import optuna
 import pytest
+from in_process import run_cli
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
-from resilience_helpers import ROOT, STUDY, env_for, finished, mlflow_trial_runs
+from resilience_helpers import ROOT, env_for, finished, mlflow_trial_runs, spawn_cli, study_file
 
 VICTIM_EPOCHS = 100_000  # a trial that is still running whenever the signal is sent
 
 
 def _study_file(work: Path, epochs: int, n_trials: int = 3) -> Path:
-    path = work / "res.toml"
-    path.write_text(STUDY.replace("EPOCHS", str(epochs)).replace("n_trials = 3",
-                                                                   f"n_trials = {n_trials}"))
-    return path
+    return study_file(work, epochs, n_trials)
 
 
-def _start(work: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "search", "--study",
-                             str(work / "res.toml"), "--no-retrain", *args], cwd=work,
-                            env=env_for(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def _start(work: Path, *args: str) -> forkserver.Forked:
+    """``cli.py search`` on the study, a new process (used as ``subprocess.Popen``)."""
+    return spawn_cli(work, "search", "--study", work / "res.toml", "--no-retrain", *args)
 
 
 def _study(work: Path) -> optuna.Study:
@@ -44,15 +47,18 @@ def _study(work: Path) -> optuna.Study:
     return optuna.load_study(study_name="res", storage=storage)
 
 
-def _wait_for_running_trial(work: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
+def _wait_for_running_trial(work: Path, proc: forkserver.Forked, timeout: float = 120) -> int:
     """The number of a RUNNING trial that has reported at least one epoch."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
         if (work / "mlruns" / "res.journal").exists():
             try:
-                running = [t for t in _study(work).trials
-                           if t.state == TrialState.RUNNING and t.intermediate_values]
+                running = [
+                    t
+                    for t in _study(work).trials
+                    if t.state == TrialState.RUNNING and t.intermediate_values
+                ]
             except KeyError:  # study not created yet
                 running = []
             if running:
@@ -61,14 +67,12 @@ def _wait_for_running_trial(work: Path, proc: subprocess.Popen, timeout: float =
     raise AssertionError("no trial started running")
 
 
-def _hold_lock(work: Path, code: str) -> subprocess.Popen:
+def _hold_lock(work: Path, code: str) -> forkserver.Forked:
     """A process that takes a lock the search needs (``code`` acquires it) and keeps it
     until it is killed; returns once the lock is held."""
     script = f"import time\n{code}\nprint('held', flush=True)\ntime.sleep(600)\n"
-    env = {**env_for(work), "PYTHONPATH": str(ROOT)}
-    holder = subprocess.Popen([sys.executable, "-c", script], cwd=work, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held", holder.communicate()
+    holder = forkserver.spawn_code(script, work, env_for(work))
+    holder.wait_for_output("held\n")
     return holder
 
 
@@ -82,11 +86,13 @@ claim.__enter__()"""
 
 def _waiting_on_a_lock(pid: int) -> bool:
     """True while ``pid`` is blocked on a file lock (the kernel lists it in /proc/locks)."""
-    return any(" -> " in f" {line} " and f" {pid} " in line
-               for line in Path("/proc/locks").read_text().splitlines())
+    return any(
+        " -> " in f" {line} " and f" {pid} " in line
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
 
 
-def _sigterm_once_blocked(proc: subprocess.Popen) -> str:
+def _sigterm_once_blocked(proc: forkserver.Forked) -> str:
     """Wait until ``proc`` is blocked on a file lock, send SIGTERM, and check that it ended
     with code 130 within the 10 s a worker is allowed; returns its stderr."""
     deadline = time.time() + 120
@@ -103,8 +109,9 @@ def _sigterm_once_blocked(proc: subprocess.Popen) -> str:
 
 def _distinct_configs(study: optuna.Study) -> bool:
     """No two finished trials share their parameters, apart from marked retries."""
-    firsts = [tuple(sorted(t.params.items())) for t in finished(study)
-              if "retry_of" not in t.user_attrs]
+    firsts = [
+        tuple(sorted(t.params.items())) for t in finished(study) if "retry_of" not in t.user_attrs
+    ]
     return len(firsts) == len(set(firsts))
 
 
@@ -163,8 +170,9 @@ def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path, signum):
     assert rerun.returncode == 0, err
     study = _study(tmp_path)
     assert len(finished(study)) == 3
-    assert all(run.info.status != "RUNNING" for v in mlflow_trial_runs(tmp_path).values()
-               for run in v)
+    assert all(
+        run.info.status != "RUNNING" for v in mlflow_trial_runs(tmp_path).values() for run in v
+    )
 
 
 @pytest.mark.slow
@@ -192,12 +200,12 @@ def test_three_independent_processes_finish_exactly_n_trials(tmp_path, monkeypat
 @pytest.mark.slow
 def test_workers_flag_runs_worker_processes(tmp_path):
     _study_file(tmp_path, epochs=2, n_trials=4)
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "search", "--study",
-                           str(tmp_path / "res.toml"), "--workers", "2", "--no-retrain"],
-                          cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "starting 2 workers" in proc.stdout and "[worker 1]" in proc.stdout
+    proc = spawn_cli(
+        tmp_path, "search", "--study", tmp_path / "res.toml", "--workers", "2", "--no-retrain"
+    )
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "starting 2 workers" in out and "[worker 1]" in out
     assert len(finished(_study(tmp_path))) == 4
 
 
@@ -215,7 +223,7 @@ def test_a_worker_killed_holding_the_journal_lock_does_not_stop_the_study(tmp_pa
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise AssertionError("search still waiting on the dead process's journal lock")
+        raise AssertionError("search still waiting on the dead process's journal lock") from None
     assert proc.returncode == 0, err
     assert len(finished(_study(tmp_path))) == 2
 
@@ -272,8 +280,7 @@ def test_sigterm_ends_a_worker_stuck_on_a_held_journal_lock_within_10s(tmp_path)
     study = _study(tmp_path)
     assert study.trials[stuck].state == TrialState.FAIL and len(finished(study)) == 2
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    assert all(r.info.status != "RUNNING" for v in mlflow_trial_runs(tmp_path).values()
-               for r in v)
+    assert all(r.info.status != "RUNNING" for v in mlflow_trial_runs(tmp_path).values() for r in v)
 
 
 @pytest.mark.slow
@@ -284,12 +291,19 @@ def test_a_worker_killed_while_creating_the_mlflow_store_leaves_no_broken_store(
     script = "from search.store import Tracker\nTracker('res')\n"
     env = {**env_for(tmp_path), "PYTHONPATH": str(ROOT)}
     for delay in (0.1, 0.3, 0.5):
-        creator = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        creator = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # kill it once the store's file has appeared: migrations are then under way
         deadline = time.time() + 60
-        while not (db.exists() or db.with_name("mlflow.db.creating").exists()) \
-                and creator.poll() is None:
+        while (
+            not (db.exists() or db.with_name("mlflow.db.creating").exists())
+            and creator.poll() is None
+        ):
             assert time.time() < deadline
             time.sleep(0.01)
         time.sleep(delay)
@@ -307,10 +321,9 @@ def test_a_worker_killed_while_creating_the_mlflow_store_leaves_no_broken_store(
 @pytest.mark.slow
 def test_sigterm_to_a_workers_parent_ends_every_worker(tmp_path):
     _study_file(tmp_path, epochs=VICTIM_EPOCHS, n_trials=4)
-    parent = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "search", "--study",
-                               str(tmp_path / "res.toml"), "--workers", "2", "--no-retrain"],
-                              cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    parent = spawn_cli(
+        tmp_path, "search", "--study", tmp_path / "res.toml", "--workers", "2", "--no-retrain"
+    )
     deadline = time.time() + 120
     running: list = []
     while len(running) < 2:
@@ -318,8 +331,11 @@ def test_sigterm_to_a_workers_parent_ends_every_worker(tmp_path):
         time.sleep(0.3)
         if (tmp_path / "mlruns" / "res.journal").exists():
             try:
-                running = [t for t in _study(tmp_path).trials
-                           if t.state == TrialState.RUNNING and t.intermediate_values]
+                running = [
+                    t
+                    for t in _study(tmp_path).trials
+                    if t.state == TrialState.RUNNING and t.intermediate_values
+                ]
             except KeyError:
                 running = []
     workers = {t.system_attrs["worker"]["pid"] for t in running}
@@ -329,23 +345,37 @@ def test_sigterm_to_a_workers_parent_ends_every_worker(tmp_path):
     assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the workers"
     assert parent.returncode == 130 and "Traceback" not in err, err
     for pid in workers:  # no worker outlives its parent
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
-            f"/proc/{pid}/status").read_text().lower()
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
     study = _study(tmp_path)
-    assert {t.user_attrs.get("fail_reason") for t in study.trials
-            if t.number in {r.number for r in running}} == {"interrupted"}
+    assert {
+        t.user_attrs.get("fail_reason")
+        for t in study.trials
+        if t.number in {r.number for r in running}
+    } == {"interrupted"}
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
-def _kill_and_restart_scenario(work: Path, rng: random.Random, *, workers: int = 3,
-                               kills: int = 5, n_trials: int = 8) -> None:
+def _kill_and_restart_scenario(
+    work: Path, rng: random.Random, *, workers: int = 3, kills: int = 5, n_trials: int = 8
+) -> int:
     """3 workers on one journal; ``kills`` times a random one is killed (kill -9) at a
-    random moment and a new one started in its place; then one more run on its own."""
-    _study_file(work, epochs=3, n_trials=n_trials)
+    random moment and a new one started in its place; then one more run on its own.
+
+    Returns how many kills hit a live worker of an unfinished study. The kills come every
+    0.2-1.5 s and a trial trains 20 epochs (about a second), so that they land while the
+    study runs. (When each worker spent seconds on its imports, kills every 0.5-6 s and
+    trials of 3 epochs did that; with workers that start at once, those kills came after the
+    study had finished.)"""
+    _study_file(work, epochs=20, n_trials=n_trials)
     procs = [_start(work, "--heartbeat", "2") for _ in range(workers)]
+    hits = 0
     for _ in range(kills):
-        time.sleep(rng.uniform(0.5, 6.0))
+        time.sleep(rng.uniform(0.2, 1.5))
         victim = rng.randrange(workers)
+        hits += procs[victim].poll() is None and len(finished(_study(work))) < n_trials
         procs[victim].kill()
         procs[victim].communicate()
         procs[victim] = _start(work, "--heartbeat", "2")
@@ -355,13 +385,16 @@ def _kill_and_restart_scenario(work: Path, rng: random.Random, *, workers: int =
     last = _start(work, "--heartbeat", "2")
     _, err = last.communicate(timeout=600)
     assert last.returncode == 0, err
+    return hits
 
 
 @pytest.mark.slow
 def test_three_workers_killed_at_random_moments_finish_exactly_n_trials(tmp_path):
     seed = random.randrange(10**6)
     print(f"random kill schedule seed: {seed}")  # shown when the test fails
-    _kill_and_restart_scenario(tmp_path, random.Random(seed))
+    hits = _kill_and_restart_scenario(tmp_path, random.Random(seed))
+    # the scenario itself: most kills must hit a worker while the study still ran
+    assert hits >= 3, f"only {hits} of 5 kills hit a running study"
     study = _study(tmp_path)
     assert len(finished(study)) == 8
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -370,23 +403,32 @@ def test_three_workers_killed_at_random_moments_finish_exactly_n_trials(tmp_path
     assert all(r.info.status != "RUNNING" for v in runs.values() for r in v)
     for t in finished(study):
         assert [r.info.status for r in runs[t.number]] == [
-            "FINISHED" if t.state == TrialState.COMPLETE else "KILLED"]
+            "FINISHED" if t.state == TrialState.COMPLETE else "KILLED"
+        ]
 
 
-@pytest.mark.parametrize("args,env_extra,fragment", [
-    (["--storage", "postgresql://alice:s3cret@127.0.0.1:9/optuna"], {}, "--storage"),
-    ([], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-          "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}, "MLFLOW_TRACKING_URI"),
-])
+@pytest.mark.parametrize(
+    "args,env_extra,fragment",
+    [
+        (["--storage", "postgresql://alice:s3cret@127.0.0.1:9/optuna"], {}, "--storage"),
+        (
+            [],
+            {
+                "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+            },
+            "MLFLOW_TRACKING_URI",
+        ),
+    ],
+)
 def test_unreachable_storage_or_mlflow_is_one_line_exit_2(tmp_path, args, env_extra, fragment):
     _study_file(tmp_path, epochs=1)
-    env = {**env_for(tmp_path), **env_extra}
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "search", "--study",
-                           str(tmp_path / "res.toml"), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0] and "s3cret" not in proc.stderr
+    env = {"MLFLOW_TRACKING_URI": env_for(tmp_path)["MLFLOW_TRACKING_URI"], **env_extra}
+    result = run_cli("search", "--study", tmp_path / "res.toml", *args, cwd=tmp_path, env=env)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "s3cret" not in result.output
 
 
 def test_gpu_workers_are_pinned_per_gpu():

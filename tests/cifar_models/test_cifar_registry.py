@@ -78,9 +78,7 @@ def test_unknown_model_lists_sorted_names_and_suggests() -> None:
     message = str(err)
     assert (err.key, err.value) == ("name", "resnet19")
     assert "\n" not in message
-    assert message.startswith(
-        "unknown model 'resnet19' (did you mean 'resnet18'?); known models: "
-    )
+    assert message.startswith("unknown model 'resnet19' (did you mean 'resnet18'?); known models: ")
     listed = message.split("known models: ", 1)[1].split(" (or timm:<name>)")[0].split(", ")
     assert listed == sorted(EXPECTED_FAMILIES)
 
@@ -152,9 +150,7 @@ def test_bad_knob_values(name: str, knob: str, value: object) -> None:
 
 def test_valid_knob_values_are_accepted() -> None:
     # ints for float knobs are fine: a search space may hand over width=1.
-    model = create(
-        "resnet20", 10, attention="se", se_reduction=4, eca_kernel=5, dropout=0, width=1
-    )
+    model = create("resnet20", 10, attention="se", se_reduction=4, eca_kernel=5, dropout=0, width=1)
     assert isinstance(model, nn.Module)
 
 
@@ -179,9 +175,7 @@ def throwaway_name():
 
 def test_register_model_and_duplicate_registration(throwaway_name: str) -> None:
     def build(num_classes: int, *, dropout: float = 0.0) -> nn.Module:
-        return nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(3 * 32 * 32, num_classes)
-        )
+        return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(3 * 32 * 32, num_classes))
 
     build.__name__ = throwaway_name
     assert register_model("test")(build) is build
@@ -246,8 +240,7 @@ def test_importing_does_not_pull_in_the_search_stack() -> None:
     # interpreter because this test session may already have imported these modules.
     forbidden = ("optuna", "mlflow", "click", "search")
     code = (
-        "import sys, cifar_models; "
-        f"print(','.join(m for m in {forbidden!r} if m in sys.modules))"
+        f"import sys, cifar_models; print(','.join(m for m in {forbidden!r} if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT

@@ -1,4 +1,5 @@
 """Ablations end to end on tiny data, with real MLflow and real training."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,57 +8,50 @@ import mlflow
 import pytest
 from PIL import Image
 
-from search.ablation import BASELINE, leave_one_out, same_run, run_ablation, table_rows, write_files
+from search.ablation import BASELINE, leave_one_out, run_ablation, same_run
 from search.config import TrialConfig
 from search.errors import ConfigError
-from search.study import load_study
+from search.reporting.ablation_table import table_rows, write_files
 from search.store import sqlite_uri
+from search.study import load_study
 
-ABLATION_STUDY = """
-[study]
-dataset = "synthetic"
-n_trials = 1
-[fixed]
-"model.name" = "improved_cnn"
-"model.width" = 0.25
-"optim.epochs" = 2
-"optim.batch_size" = 32
-"aug.preset" = "none"
-"runtime.device" = "cpu"
-"data.synthetic_size" = 200
-"data.synthetic_classes" = 4
-[retrain]
-epochs = 2
-
-[[ablation]]
-name = "narrow"
-set = { "model.width" = 0.125 }
-
-[[ablation]]
-name = "no_dropout"
-description = "already 0: same config as the baseline"
-set = { "model.dropout" = 0.0 }
-"""
+# The tiny study (tests/tiny_study.py) with nothing searched: its fixed config is the
+# baseline. Sampler, seed and pruner left to their defaults.
+ABLATION_STUDY = {
+    "study": {"n_trials": 1, "sampler": None, "seed": None, "pruner": None},
+    "space": {"optim.lr": None},
+    "retrain": {"epochs": 2},
+    "ablation": [
+        {"name": "narrow", "set": {"model.width": 0.125}},
+        {
+            "name": "no_dropout",
+            "description": "already 0: same config as the baseline",
+            "set": {"model.dropout": 0.0},
+        },
+    ],
+}
 
 
 @pytest.fixture
-def spec(tmp_path, monkeypatch):
+def spec(tmp_path, monkeypatch, study_file):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(Path("mlruns/mlflow.db")))
-    path = tmp_path / "abl.toml"
-    path.write_text(ABLATION_STUDY)
-    return load_study(str(path))
+    return load_study(str(study_file("abl", **ABLATION_STUDY)))
 
 
 def test_paired_runs_reuse_and_outputs(spec, tmp_path):
-    first = run_ablation(spec, seeds=[0, 1])
+    first = run_ablation(spec, seeds=[0, 1], artifacts=write_files)
     assert first.base_label == "the study file's fixed config"
     assert [v.name for v in first.variants] == [BASELINE, "narrow", "no_dropout"]
     assert len(first.records) == 6
     # no_dropout resolves to the baseline's config: its runs are the baseline's, reused
     assert first.trained == 4
     for seed in (0, 1):  # paired: every variant has every seed
-        assert {r.variant for r in first.records if r.seed == seed} == {BASELINE, "narrow", "no_dropout"}
+        assert {r.variant for r in first.records if r.seed == seed} == {
+            BASELINE,
+            "narrow",
+            "no_dropout",
+        }
     narrow = next(c for c in first.comparisons if c.variant == "narrow")
     assert narrow.n == 2
     rows = {r[0]: r for r in table_rows(first)}
@@ -84,8 +78,16 @@ def test_paired_runs_reuse_and_outputs(spec, tmp_path):
 
     paths = write_files(first, tmp_path / "out")
     md = (tmp_path / "out" / "ablation.md").read_text()
-    for column in ("95% CI", "t-test p", "Wilcoxon p", "Holm p", "verdict", "loss", "params",
-                   "train s"):
+    for column in (
+        "95% CI",
+        "t-test p",
+        "Wilcoxon p",
+        "Holm p",
+        "verdict",
+        "loss",
+        "params",
+        "train s",
+    ):
         assert column in md
     image = Image.open(tmp_path / "out" / "ablation.png")
     image.verify()
@@ -106,13 +108,28 @@ def test_unknown_variant_and_base(spec, tmp_path):
 
 
 def test_leave_one_out_switches_off_each_enabled_component():
-    base = TrialConfig.from_flat({"model.name": "se_resnet18", "model.dropout": 0.3,
-                                  "aug.preset": "full", "optim.label_smoothing": 0.1})
+    base = TrialConfig.from_flat(
+        {
+            "model.name": "se_resnet18",
+            "model.dropout": 0.3,
+            "aug.preset": "full",
+            "optim.label_smoothing": 0.1,
+        }
+    )
     names = [a.name for a in leave_one_out(base)]
-    assert names == ["no_attention", "no_dropout", "no_crop", "no_flip", "no_jitter",
-                     "no_erasing", "no_label_smoothing", "no_weight_decay"]
-    plain = TrialConfig.from_flat({"model.name": "resnet20", "aug.preset": "none",
-                                   "optim.weight_decay": 0.0})
+    assert names == [
+        "no_attention",
+        "no_dropout",
+        "no_crop",
+        "no_flip",
+        "no_jitter",
+        "no_erasing",
+        "no_label_smoothing",
+        "no_weight_decay",
+    ]
+    plain = TrialConfig.from_flat(
+        {"model.name": "resnet20", "aug.preset": "none", "optim.weight_decay": 0.0}
+    )
     assert leave_one_out(plain) == []
     for a in leave_one_out(base):
         assert not same_run(base.with_overrides(a.overrides), base)

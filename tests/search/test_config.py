@@ -7,12 +7,24 @@ from search.errors import ConfigError
 
 
 def _rich_config() -> TrialConfig:
-    return TrialConfig.from_flat({
-        "model.name": "se_resnet18", "model.se_reduction": 8, "model.dropout": 0.3,
-        "model.width": 0.5, "optim.lr": 0.0123456789, "optim.weight_decay": 1e-5,
-        "schedule.name": "multistep", "schedule.milestones": [0.3, 0.6, 0.9],
-        "aug.preset": "full", "aug.erasing": 0.0, "aug.flip": False, "runtime.seed": 7,
-        "data.dataset": "cifar100", "optim.nesterov": False})
+    return TrialConfig.from_flat(
+        {
+            "model.name": "se_resnet18",
+            "model.se_reduction": 8,
+            "model.dropout": 0.3,
+            "model.width": 0.5,
+            "optim.lr": 0.0123456789,
+            "optim.weight_decay": 1e-5,
+            "schedule.name": "multistep",
+            "schedule.milestones": [0.3, 0.6, 0.9],
+            "aug.preset": "full",
+            "aug.erasing": 0.0,
+            "aug.flip": False,
+            "runtime.seed": 7,
+            "data.dataset": "cifar100",
+            "optim.nesterov": False,
+        }
+    )
 
 
 def test_flat_round_trip_is_exact():
@@ -47,18 +59,21 @@ def test_unknown_key_suggests():
     assert err.value.key == "optim.lrr"
 
 
-@pytest.mark.parametrize("key,value,fragment", [
-    ("optim.lr", "fast", "expected a number"),
-    ("optim.lr", -1.0, "out of range"),
-    ("optim.epochs", 2.5, "expected an integer"),
-    ("optim.epochs", True, "expected an integer"),
-    ("optim.name", "lion", "expected one of sgd, adamw, adam"),
-    ("model.attention", "cbam", "expected one of se, eca, none"),
-    ("aug.flip", "maybe", "true or false"),
-    ("schedule.milestones", [0.8, 0.2], "increasing fractions"),
-    ("runtime.device", "tpu", "expected auto"),
-    ("data.val_fraction", 1.0, "out of range"),
-])
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("optim.lr", "fast", "expected a number"),
+        ("optim.lr", -1.0, "out of range"),
+        ("optim.epochs", 2.5, "expected an integer"),
+        ("optim.epochs", True, "expected an integer"),
+        ("optim.name", "lion", "expected one of sgd, adamw, adam"),
+        ("model.attention", "cbam", "expected one of se, eca, none"),
+        ("aug.flip", "maybe", "true or false"),
+        ("schedule.milestones", [0.8, 0.2], "increasing fractions"),
+        ("runtime.device", "tpu", "expected auto"),
+        ("data.val_fraction", 1.0, "out of range"),
+    ],
+)
 def test_bad_values_name_key_and_value(key, value, fragment):
     with pytest.raises(ConfigError) as err:
         TrialConfig().with_overrides({key: value})
@@ -90,7 +105,9 @@ def test_parse_value_reads_toml_literals_and_bare_strings():
 
 def test_parse_assignments():
     assert parse_assignments(["optim.lr=0.5", "model.name = resnet20"]) == {
-        "optim.lr": 0.5, "model.name": "resnet20"}
+        "optim.lr": 0.5,
+        "model.name": "resnet20",
+    }
     with pytest.raises(ConfigError, match="key=value"):
         parse_assignments(["optim.lr"])
 

@@ -1,5 +1,6 @@
 """Ctrl-C / SIGTERM handling, with real signals in a real process (the handler changes
 process-wide state, so it never runs inside the test process)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -46,15 +47,22 @@ except KeyboardInterrupt:
 
 
 def _run(script: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
 
 def test_a_signal_inside_a_deferred_block_is_raised_when_the_block_ends():
-    assert _run(SCRIPT) == ("block finished;inner block finished;"
-                            "raised at the end of the block;second signal ignored")
+    assert _run(SCRIPT) == (
+        "block finished;inner block finished;raised at the end of the block;second signal ignored"
+    )
 
 
 def test_a_signal_outside_a_deferred_block_is_raised_at_once():

@@ -1,5 +1,6 @@
 """The search end to end on tiny data: real Optuna journal storage, real MLflow (SQLite
 under a temporary ./mlruns), real training on the CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,32 +10,19 @@ import numpy as np
 import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from tiny_study import write_study
 
-from search.engine import loop as engine
+from search import engine
 from search.config import TrialConfig
 from search.errors import ConfigError
-from search.reporting import best_config_document
+from search.reporting import best_config_document, final_figures, write_study_plots
 from search.retrain import final_retrain, trial_config
-from search.study import load_study
 from search.store import Tracker, sqlite_uri
+from search.study import load_study
 
-TINY_FIXED = """
-[fixed]
-"model.name" = "improved_cnn"
-"model.width" = 0.25
-"optim.epochs" = 3
-"optim.batch_size" = 32
-"aug.preset" = "none"
-"runtime.device" = "cpu"
-"data.synthetic_size" = 200
-"data.synthetic_classes" = 4
-"""
-
-
-def write_study(folder: Path, name: str, body: str, fixed: str = TINY_FIXED) -> Path:
-    path = folder / f"{name}.toml"
-    path.write_text(body + fixed)
-    return path
+# The studies below are the tiny study (tests/tiny_study.py, the ``study_file`` fixture)
+# with these changes; their trials train 3 epochs.
+EPOCHS = {"optim.epochs": 3}
 
 
 @pytest.fixture
@@ -46,38 +34,38 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-SEARCH = """
-[study]
-dataset = "synthetic"
-n_trials = 6
-sampler = "tpe"
-seed = 1
-pruner = "median"
-[study.sampler_args]
-n_startup_trials = 3
-[study.pruner_args]
-n_startup_trials = 2
-n_warmup_steps = 1
-[space]
-"optim.lr" = { type = "float", low = 1e-4, high = 0.3, log = true }
-"model.dropout" = { type = "categorical", choices = [0.0, 0.2] }
-[retrain]
-epochs = 2
-seeds = [0, 1]
-"""
+SEARCH = {
+    "study": {
+        "n_trials": 6,
+        "sampler": "tpe",
+        "seed": 1,
+        "pruner": "median",
+        "sampler_args": {"n_startup_trials": 3},
+        "pruner_args": {"n_startup_trials": 2, "n_warmup_steps": 1},
+    },
+    "space": {
+        "optim.lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
+        "model.dropout": {"type": "categorical", "choices": [0.0, 0.2]},
+    },
+    "fixed": EPOCHS,
+    "retrain": {"epochs": 2, "seeds": [0, 1]},
+}
 
 
-def test_search_then_resume_then_mlflow_layout(workdir):
-    spec = load_study(str(write_study(workdir, "tiny", SEARCH)))
+def test_search_then_resume_then_mlflow_layout(workdir, study_file):
+    spec = load_study(str(study_file("tiny", **SEARCH)))
     events = []
-    outcome = engine.run_search(spec, engine.SearchOptions(), on_trial=events.append)
+    outcome = engine.run_search(
+        spec, engine.SearchOptions(), on_trial=events.append, after_search=write_study_plots
+    )
     assert outcome.ran >= 6
     # plain Optuna sees the trials in the journal file
     storage = JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "tiny.journal")))
     study = optuna.load_study(study_name="tiny", storage=storage)
     states = [t.state for t in study.trials]
-    finished = [s for s in states if s in (optuna.trial.TrialState.COMPLETE,
-                                           optuna.trial.TrialState.PRUNED)]
+    finished = [
+        s for s in states if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     assert len(finished) == 6
     assert study.user_attrs["study.sampler"] == "tpe" and "version.torch" in study.user_attrs
     assert [e.trial for e in events] == [t.number for t in study.trials]
@@ -92,8 +80,11 @@ def test_search_then_resume_then_mlflow_layout(workdir):
     runs = mlflow.search_runs(experiment_names=["tiny"], output_format="list")
     kinds = [r.data.tags["cifar_search.kind"] for r in runs]
     assert kinds.count("study") == 1
-    trial_runs = {int(r.data.tags["optuna.trial_number"]): r for r in runs
-                  if r.data.tags["cifar_search.kind"] == "trial"}
+    trial_runs = {
+        int(r.data.tags["optuna.trial_number"]): r
+        for r in runs
+        if r.data.tags["cifar_search.kind"] == "trial"
+    }
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert sorted(trial_runs) == [t.number for t in study.trials]
     parent_id = next(r.info.run_id for r in runs if r.data.tags["cifar_search.kind"] == "study")
@@ -111,7 +102,7 @@ def test_search_then_resume_then_mlflow_layout(workdir):
     assert "optuna/optimization_history.html" in artifacts
 
     # the final retrain: a child run with test metrics and artifacts
-    outcome = final_retrain(spec, study, Tracker("tiny"), parent_id)
+    outcome = final_retrain(spec, study, Tracker("tiny"), parent_id, artifacts=final_figures)
     assert sorted(outcome.results) == [0, 1]
     assert all(r.final.split == "test" for r in outcome.results.values())
     assert outcome.config.optim.epochs == 2
@@ -121,8 +112,14 @@ def test_search_then_resume_then_mlflow_layout(workdir):
     assert 0 <= final.data.metrics["test_accuracy_mean"] <= 1
     assert "seed1.test_accuracy" in final.data.metrics
     names = {a.path for a in Tracker("tiny").client.list_artifacts(outcome.run_id)}
-    assert {"confusion_matrix.png", "training_curves.png", "classification_report.txt",
-            "config.toml", "model_seed0.pt", "per_class_accuracy.json"} <= names
+    assert {
+        "confusion_matrix.png",
+        "training_curves.png",
+        "classification_report.txt",
+        "config.toml",
+        "model_seed0.pt",
+        "per_class_accuracy.json",
+    } <= names
 
     # best: read from MLflow, resolves to the best trial's exact config
     text = best_config_document(spec, "toml")
@@ -130,19 +127,15 @@ def test_search_then_resume_then_mlflow_layout(workdir):
     assert "final_test_accuracy_mean" in text
 
 
-FAILING = """
-[study]
-dataset = "synthetic"
-n_trials = 2
-sampler = "random"
-pruner = "none"
-[space]
-"optim.lr" = { type = "categorical", choices = [0.05, 1e12] }
-"""
+FAILING = {  # every trial is enqueued: the sampler draws nothing (no seed)
+    "study": {"n_trials": 2, "seed": None},
+    "space": {"optim.lr": {"type": "categorical", "choices": [0.05, 1e12]}},
+    "fixed": EPOCHS,
+}
 
 
-def test_failing_trial_is_contained_and_logged(workdir):
-    spec = load_study(str(write_study(workdir, "failing", FAILING)))
+def test_failing_trial_is_contained_and_logged(workdir, study_file):
+    spec = load_study(str(study_file("failing", **FAILING)))
     study = engine.open_study(spec, None)
     for lr in (1e12, 0.05, 0.05):  # the first diverges (NaN loss), then two good ones
         study.enqueue_trial({"optim.lr": lr})
@@ -151,27 +144,39 @@ def test_failing_trial_is_contained_and_logged(workdir):
     assert states == ["FAIL", "COMPLETE", "COMPLETE"]
     failed = outcome.study.trials[0]
     assert "NonFiniteLossError" in failed.user_attrs["fail_reason"]
-    run = next(r for r in mlflow.search_runs(experiment_names=["failing"], output_format="list")
-               if r.data.tags.get("optuna.trial_number") == "0")
+    run = next(
+        r
+        for r in mlflow.search_runs(experiment_names=["failing"], output_format="list")
+        if r.data.tags.get("optuna.trial_number") == "0"
+    )
     assert run.info.status == "FAILED"
     assert "NaN" in run.data.tags["cifar_search.reason"]
 
 
-def test_consecutive_failures_stop_the_study_with_a_clear_error(workdir):
-    spec = load_study(str(write_study(workdir, "doomed", FAILING)))
+def test_consecutive_failures_stop_the_study_with_a_clear_error(workdir, study_file):
+    spec = load_study(str(study_file("doomed", **FAILING)))
     study = engine.open_study(spec, None)
     for _ in range(4):
         study.enqueue_trial({"optim.lr": 1e12})
     with pytest.raises(ConfigError, match="3 trials failed in a row"):
-        engine.run_search(spec, engine.SearchOptions(overrides={"optim.momentum": 0.0},
-                                                     max_consecutive_failures=3))
+        engine.run_search(
+            spec,
+            engine.SearchOptions(overrides={"optim.momentum": 0.0}, max_consecutive_failures=3),
+        )
     assert [t.state.name for t in study.trials] == ["FAIL"] * 3 + ["WAITING"]
 
 
-def test_kfold_objective_is_the_mean_over_folds(workdir):
-    body = FAILING.replace("choices = [0.05, 1e12]", "choices = [0.05]").replace(
-        "n_trials = 2", "n_trials = 1")
-    spec = load_study(str(write_study(workdir, "kfold", body, TINY_FIXED + '"data.kfold" = 3\n')))
+def test_kfold_objective_is_the_mean_over_folds(workdir, study_file):
+    spec = load_study(
+        str(
+            study_file(
+                "kfold",
+                study={"n_trials": 1, "seed": None},
+                space={"optim.lr": {"type": "categorical", "choices": [0.05]}},
+                fixed={**EPOCHS, "data.kfold": 3},
+            )
+        )
+    )
     outcome = engine.run_search(spec, engine.SearchOptions())
     trial = outcome.study.trials[0]
     folds = trial.user_attrs["fold_values"]
@@ -181,23 +186,15 @@ def test_kfold_objective_is_the_mean_over_folds(workdir):
     assert sorted(trial.intermediate_values) == [1, 2, 3]
 
 
-LEAK = """
-[study]
-dataset = "cifar10"
-n_trials = 3
-sampler = "random"
-seed = 3
-pruner = "none"
-[space]
-"optim.lr" = { type = "float", low = 0.01, high = 0.2, log = true }
-[fixed]
-"model.name" = "improved_cnn"
-"model.width" = 0.25
-"optim.epochs" = 2
-"optim.batch_size" = 16
-"aug.preset" = "standard"
-"runtime.device" = "cpu"
-"""
+LEAK = {  # CIFAR-10 files (conftest.py), 2 epochs
+    "study": {"dataset": "cifar10", "seed": 3},
+    "fixed": {
+        "optim.batch_size": 16,
+        "aug.preset": "standard",
+        "data.synthetic_size": None,
+        "data.synthetic_classes": None,
+    },
+}
 
 
 def test_test_split_never_read_during_search(tmp_path, monkeypatch, make_cifar10):
@@ -208,27 +205,23 @@ def test_test_split_never_read_during_search(tmp_path, monkeypatch, make_cifar10
         data_dir = make_cifar10(work / "data", scramble_test=scrambled)
         monkeypatch.chdir(work)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(work / "mlruns" / "mlflow.db"))
-        path = work / "leak.toml"
-        path.write_text(LEAK)
-        outcome = engine.run_search(load_study(str(path)),
-                                    engine.SearchOptions(data_dir=str(data_dir)))
+        path = write_study(work, "leak", **LEAK)
+        outcome = engine.run_search(
+            load_study(str(path)), engine.SearchOptions(data_dir=str(data_dir))
+        )
         values.append([t.value for t in outcome.study.trials])
     assert len(values[0]) == 3 and None not in values[0]
     assert values[0] == values[1]
 
 
-OOM = """
-[study]
-dataset = "synthetic"
-n_trials = 1
-sampler = "random"
-pruner = "none"
-[space]
-"model.name" = { type = "categorical", choices = ["oom_net", "broken_net", "improved_cnn"] }
-"""
-
-
-NO_MODEL = TINY_FIXED.replace('"model.name" = "improved_cnn"\n', "")
+OOM = {  # the model is searched (its trials are enqueued)
+    "study": {"n_trials": 1, "seed": None},
+    "space": {
+        "optim.lr": None,
+        "model.name": {"type": "categorical", "choices": ["oom_net", "broken_net", "improved_cnn"]},
+    },
+    "fixed": {**EPOCHS, "model.name": None},
+}
 
 
 @pytest.fixture
@@ -244,12 +237,14 @@ def faulty_models():
         class Failing(torch.nn.Linear):
             def forward(self, x):
                 raise error
+
         return Failing(3 * 32 * 32, num_classes)
 
     @cifar_models.register_model("test")
     def oom_net(num_classes: int, *, width: float = 1.0) -> torch.nn.Module:
-        return failing(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
-                       num_classes)
+        return failing(
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), num_classes
+        )
 
     @cifar_models.register_model("test")
     def broken_net(num_classes: int, *, width: float = 1.0) -> torch.nn.Module:
@@ -260,8 +255,8 @@ def faulty_models():
     registry._REGISTRY.pop("broken_net")
 
 
-def test_out_of_memory_fails_the_trial_with_batch_and_model(workdir, faulty_models):
-    spec = load_study(str(write_study(workdir, "oom", OOM, NO_MODEL)))
+def test_out_of_memory_fails_the_trial_with_batch_and_model(workdir, faulty_models, study_file):
+    spec = load_study(str(study_file("oom", **OOM)))
     study = engine.open_study(spec, None)
     study.enqueue_trial({"model.name": "oom_net"})
     study.enqueue_trial({"model.name": "improved_cnn"})
@@ -274,8 +269,10 @@ def test_out_of_memory_fails_the_trial_with_batch_and_model(workdir, faulty_mode
     assert run.data.tags["cifar_search.reason"] == "out of memory (batch 32, model oom_net)"
 
 
-def test_unexpected_error_saves_its_traceback_and_the_study_goes_on(workdir, faulty_models):
-    spec = load_study(str(write_study(workdir, "boom", OOM, NO_MODEL)))
+def test_unexpected_error_saves_its_traceback_and_the_study_goes_on(
+    workdir, faulty_models, study_file
+):
+    spec = load_study(str(study_file("boom", **OOM)))
     study = engine.open_study(spec, None)
     study.enqueue_trial({"model.name": "broken_net"})
     study.enqueue_trial({"model.name": "improved_cnn"})
@@ -286,7 +283,9 @@ def test_unexpected_error_saves_its_traceback_and_the_study_goes_on(workdir, fau
     client = mlflow.MlflowClient()
     names = [a.path for a in client.list_artifacts(first.user_attrs["mlflow_run_id"])]
     assert names == ["traceback.txt"]
-    text = client.download_artifacts(first.user_attrs["mlflow_run_id"], "traceback.txt", str(workdir))
+    text = client.download_artifacts(
+        first.user_attrs["mlflow_run_id"], "traceback.txt", str(workdir)
+    )
     assert "boom in forward" in Path(text).read_text()
 
 

@@ -1,5 +1,6 @@
 """``bench``'s measurement plumbing on the CPU: what is timed, how concurrent processes are
 aggregated, and the command's table. The figures themselves are benchmarks, not tested."""
+
 from __future__ import annotations
 
 import time
@@ -8,8 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from search.perf import (Span, aggregate_images_per_s, bench_config, bf16_peak_flops,
-                          measure_ours, train_flops_per_image)
+from search.perf import (
+    Span,
+    aggregate_images_per_s,
+    bench_config,
+    bf16_peak_flops,
+    measure_ours,
+    train_flops_per_image,
+)
 
 
 def test_side_by_side_spans_add_up():
@@ -59,8 +66,19 @@ def test_training_flops_of_resnet20_match_its_size():
     assert 0.2e9 < flops < 0.3e9
 
 
-BENCH = ["bench", "--model", "improved_cnn", "--width", "0.25", "--batch-size", "16",
-         "--steps", "2", "--device", "cpu"]
+BENCH = [
+    "bench",
+    "--model",
+    "improved_cnn",
+    "--width",
+    "0.25",
+    "--batch-size",
+    "16",
+    "--steps",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 def test_bench_command_prints_ours_against_the_reference():
@@ -79,7 +97,7 @@ def test_bench_concurrency_prints_aggregate_throughput():
     result = CliRunner().invoke(main, [*BENCH, "--concurrency", "1,2"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    table = lines[lines.index(next(x for x in lines if x.startswith("aggregate"))) + 1:]
+    table = lines[lines.index(next(x for x in lines if x.startswith("aggregate"))) + 1 :]
     assert table[0].split() == ["model", "N=1", "N=2"]
     assert table[2].startswith("improved_cnn") and "(1.00x)" in table[2]
     assert not any("reference" in line for line in lines)
@@ -87,8 +105,10 @@ def test_bench_concurrency_prints_aggregate_throughput():
 
 @pytest.mark.gpu
 def test_bench_on_cuda_reports_memory_and_mfu():
-    result = CliRunner().invoke(main, ["bench", "--model", "resnet20", "--batch-size", "128",
-                                       "--steps", "5", "--device", "cuda"])
+    result = CliRunner().invoke(
+        main,
+        ["bench", "--model", "resnet20", "--batch-size", "128", "--steps", "5", "--device", "cuda"],
+    )
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.startswith("resnet20 "))
     assert row.split()[-1].endswith("%")

@@ -1,5 +1,6 @@
 """Per-trial sampler seeds: real Optuna studies on a real journal file, several "workers"
 (one study object and sampler each, as separate processes have) on one storage."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.study import TrialSeededSampler, trial_seed
-from search.study import suggest
 from search.store import open_storage
-from search.study import load_study, study_sampler
+from search.study import TrialSeededSampler, load_study, study_sampler, suggest, trial_seed
 
 STUDY = """
 [study]
@@ -39,8 +38,9 @@ def spec_for(tmp_path: Path, sampler: str, space: str = CONTINUOUS):
 def worker(spec, folder: Path) -> optuna.Study:
     """What one worker process holds: its own sampler on the shared journal file."""
     storage = open_storage(spec.name, None)
-    return optuna.create_study(study_name=spec.name, storage=storage,
-                               sampler=study_sampler(spec), load_if_exists=True)
+    return optuna.create_study(
+        study_name=spec.name, storage=storage, sampler=study_sampler(spec), load_if_exists=True
+    )
 
 
 def objective(trial: optuna.Trial, spec) -> float:
@@ -141,12 +141,18 @@ def test_qmc_workers_share_one_sequence(in_tmp, monkeypatch):
 def test_qmc_fallback_draws_do_not_repeat_after_a_resume(in_tmp):
     """QMC samples a parameter outside its first trial's space (a conditional one) with a
     random fallback sampler: a resumed process must not repeat its draws either."""
-    space = CONTINUOUS + """
+    space = (
+        CONTINUOUS
+        + """
 "model.attention" = { type = "categorical", choices = ["se", "none"] }
 "model.dropout" = { type = "float", low = 0.0, high = 0.5, when = { "model.attention" = "se" } }"""
+    )
     path = in_tmp / "cond.toml"
-    path.write_text(STUDY.replace("SAMPLER", "qmc").replace("SPACE", space)
-                    .replace('"improved_cnn"', '"resnet20"'))
+    path.write_text(
+        STUDY.replace("SAMPLER", "qmc")
+        .replace("SPACE", space)
+        .replace('"improved_cnn"', '"resnet20"')
+    )
     spec = load_study(str(path))
 
     def honour_when(trial: optuna.Trial) -> float:  # as trials do: `when` respected

@@ -8,8 +8,15 @@ import pytest
 
 from search.config import TrialConfig
 from search.errors import ConfigError
-from search.study import current_value, grid_space, param_values, suggest
-from search.study import list_studies, load_study, make_sampler
+from search.study import (
+    current_value,
+    grid_space,
+    list_studies,
+    load_study,
+    make_sampler,
+    param_values,
+    suggest,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,9 +40,15 @@ optim.epochs = 3
 "runtime.patience" = {{ type = "int", low = 1, high = 8, log = true }}
 """
 
-PARAMS = {"optim.lr": 0.05, "model.attention": "se", "model.se_reduction": 8,
-          "optim.batch_size": 192, "model.dropout": 0.3, "optim.label_smoothing": 0.1,
-          "runtime.patience": 4}
+PARAMS = {
+    "optim.lr": 0.05,
+    "model.attention": "se",
+    "model.se_reduction": 8,
+    "optim.batch_size": 192,
+    "model.dropout": 0.3,
+    "optim.label_smoothing": 0.1,
+    "runtime.patience": 4,
+}
 
 
 @pytest.fixture
@@ -68,8 +81,7 @@ def test_condition_not_met_skips_the_parameter(spec):
 
 
 def test_conditional_parameter_appears_only_when_its_condition_holds(spec):
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     configs = {}
 
     def objective(trial: optuna.Trial) -> float:
@@ -167,8 +179,9 @@ def test_every_sampled_config_is_valid(path: Path):
     """Random trials of each shipped study produce valid configs whose flat values are the
     sampled ones (load-time checks must leave no combination that fails at trial time)."""
     spec = load_study(str(path))
-    study = optuna.create_study(direction=spec.direction,
-                                sampler=optuna.samplers.RandomSampler(seed=1))
+    study = optuna.create_study(
+        direction=spec.direction, sampler=optuna.samplers.RandomSampler(seed=1)
+    )
 
     def objective(trial: optuna.Trial) -> float:
         cfg = suggest(spec, trial)

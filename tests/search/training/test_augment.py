@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from search.training import augment
-from search.training import AugmentPlan, BatchAugment
 from search.config import AugConfig
+from search.training import AugmentPlan, BatchAugment, augment
 
 
 def _images(n: int = 16, size: int = 32) -> torch.Tensor:
@@ -32,8 +31,11 @@ def test_random_crop_is_a_shifted_window_of_the_padded_image():
     assert out.shape == x.shape and out.dtype == torch.uint8
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for i in range(8):
-        found = any(torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])
-                    for dy in range(9) for dx in range(9))
+        found = any(
+            torch.equal(out[i], padded[i, :, dy : dy + 32, dx : dx + 32])
+            for dy in range(9)
+            for dx in range(9)
+        )
         assert found
     assert not torch.equal(out, x)  # with 8 images some shift is non-zero
 
@@ -51,7 +53,7 @@ def test_erasing_zeroes_one_rectangle_with_probability_one():
     x = torch.ones(32, 3, 32, 32)
     out = augment.random_erasing(x, 1.0, _gen())
     for img in out:
-        zero = (img[0] == 0)
+        zero = img[0] == 0
         assert zero.any()
         rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
         # the zeroed pixels fill exactly their bounding box: a rectangle

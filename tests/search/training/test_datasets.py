@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torchvision
 
-from search.training import datasets as data
+from search.config import TrialConfig
 from search.errors import ConfigError
+from search.training import datasets as data
+from search.training import splits
+from search.training.protocols import make_fold
 
 
 def test_cifar10_reader_decodes_planes_and_rows(cifar10_dir):
@@ -13,9 +16,9 @@ def test_cifar10_reader_decodes_planes_and_rows(cifar10_dir):
     assert ds.train_x.shape == (100, 3, 32, 32) and ds.train_x.dtype == np.uint8
     assert ds.test_x.shape == (40, 3, 32, 32)
     img = ds.train_x[7]
-    assert (img[0] == (np.arange(32) * 8)[:, None]).all()   # red counts rows
-    assert (img[1] == (np.arange(32) * 8)[None, :]).all()   # green counts columns
-    assert (img[2] == 7).all()                               # blue holds the index
+    assert (img[0] == (np.arange(32) * 8)[:, None]).all()  # red counts rows
+    assert (img[1] == (np.arange(32) * 8)[None, :]).all()  # green counts columns
+    assert (img[2] == 7).all()  # blue holds the index
     assert ds.classes[0] == "airplane" and ds.classes[9] == "truck"
     # batches are concatenated in order 1..5
     assert ds.train_y[:3].tolist() == [(20 + i) % 10 for i in range(3)]
@@ -83,18 +86,18 @@ def test_unknown_dataset():
 
 def test_holdout_is_stratified_disjoint_and_seeded():
     labels = np.repeat(np.arange(10), 50)
-    tr, va = data.holdout_split(labels, 0.1, seed=3)
+    tr, va = splits.holdout_split(labels, 0.1, seed=3)
     assert len(va) == 50 and len(tr) == 450
     assert not set(tr) & set(va)
     assert np.bincount(labels[va]).tolist() == [5] * 10
-    tr2, va2 = data.holdout_split(labels, 0.1, seed=3)
+    tr2, va2 = splits.holdout_split(labels, 0.1, seed=3)
     assert np.array_equal(va, va2)
-    assert not np.array_equal(va, data.holdout_split(labels, 0.1, seed=4)[1])
+    assert not np.array_equal(va, splits.holdout_split(labels, 0.1, seed=4)[1])
 
 
 def test_kfold_disjoint_stratified_covering():
     labels = np.repeat(np.arange(5), 20)
-    folds = data.kfold_splits(labels, 4, seed=0)
+    folds = splits.kfold_splits(labels, 4, seed=0)
     assert len(folds) == 4
     vals = [va for _, va in folds]
     assert sorted(np.concatenate(vals).tolist()) == list(range(100))  # cover, no overlap
@@ -106,28 +109,30 @@ def test_kfold_disjoint_stratified_covering():
 
 def test_kfold_too_few_per_class():
     with pytest.raises(ConfigError, match="data.kfold"):
-        data.kfold_splits(np.array([0, 0, 1, 1, 1]), 3, seed=0)
+        splits.kfold_splits(np.array([0, 0, 1, 1, 1]), 3, seed=0)
 
 
 def test_subsample_is_stratified():
     labels = np.repeat(np.arange(4), 100)
-    keep = data.subsample(labels, 40, seed=0)
+    keep = splits.subsample(labels, 40, seed=0)
     assert np.bincount(labels[keep]).tolist() == [10] * 4
-    assert len(data.subsample(labels, 0, seed=0)) == 400
+    assert len(splits.subsample(labels, 0, seed=0)) == 400
 
 
 def test_final_data_evaluates_on_test_split(cifar10_dir):
     ds = data.load("cifar10", cifar10_dir)
-    td = data.final_data(ds, split_seed=0, train_limit=0, device="cpu")
+    td = splits.final_data(ds, split_seed=0, train_limit=0, device="cpu")
     assert td.eval_split == "test" and td.train_x.shape[0] == 100 and td.eval_x.shape[0] == 40
-    hold = data.holdout_data(ds, 0.2, 0, 0, "cpu")
+    hold = make_fold(
+        TrialConfig().with_overrides({"data.val_fraction": 0.2, "runtime.device": "cpu"}), ds, 0
+    )
     assert hold.eval_split == "val" and hold.train_x.shape[0] == 80 and hold.eval_x.shape[0] == 20
 
 
 def test_holdout_falls_back_to_random_when_classes_cannot_be_stratified():
-    labels = np.arange(50) % 25          # 25 classes of 2, 5 validation images
+    labels = np.arange(50) % 25  # 25 classes of 2, 5 validation images
     with pytest.warns(UserWarning, match="not stratified"):
-        tr, va = data.holdout_split(labels, 0.1, seed=0)
+        tr, va = splits.holdout_split(labels, 0.1, seed=0)
     assert len(va) == 5 and len(tr) == 45 and not set(tr) & set(va)
 
 

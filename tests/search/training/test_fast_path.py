@@ -5,6 +5,7 @@ The CPU tests run the CUDA code path by widening ``FAST_PATH_DEVICES`` and count
 with a TorchFunctionMode (every tensor method call) and a TorchDispatchMode (every ATen op);
 the ``gpu`` tests check the same on a real GPU and are skipped on machines without one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,14 +17,24 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from search.config import TrialConfig
 from search.training import datasets as data
 from search.training import loop as train_mod
-from search.config import TrialConfig
-from search.training import train_one
+from search.training import splits, train_one
+from search.training.protocols import make_fold
 
-TINY = {"data.dataset": "synthetic", "data.synthetic_size": 400, "data.synthetic_classes": 4,
-        "model.name": "improved_cnn", "model.width": 0.25, "optim.epochs": 2,
-        "optim.batch_size": 45, "optim.lr": 0.05, "aug.preset": "full", "runtime.device": "cpu"}
+TINY = {
+    "data.dataset": "synthetic",
+    "data.synthetic_size": 400,
+    "data.synthetic_classes": 4,
+    "model.name": "improved_cnn",
+    "model.width": 0.25,
+    "optim.epochs": 2,
+    "optim.batch_size": 45,
+    "optim.lr": 0.05,
+    "aug.preset": "full",
+    "runtime.device": "cpu",
+}
 
 # Calls that make the host wait for the device. Tensor methods that read values on the
 # host, seen by a TorchFunctionMode (``.to()`` is left out: on a CPU, ``.to(device)`` and
@@ -32,9 +43,15 @@ HOST_READS = {"tolist", "numpy", "cpu"}
 # ... and ATen ops whose output size or value the host must know, seen by a
 # TorchDispatchMode (``.item()``, ``bool(t)``, boolean-mask indexing, nonzero, unique).
 aten = torch.ops.aten
-SYNCING_OPS = {aten._local_scalar_dense.default, aten.nonzero.default,
-               aten.masked_select.default, aten._unique2.default, aten.unique_dim.default,
-               aten.unique_consecutive.default, aten.repeat_interleave.Tensor}
+SYNCING_OPS = {
+    aten._local_scalar_dense.default,
+    aten.nonzero.default,
+    aten.masked_select.default,
+    aten._unique2.default,
+    aten.unique_dim.default,
+    aten.unique_consecutive.default,
+    aten.repeat_interleave.Tensor,
+}
 MASK_INDEXING_OPS = {aten.index.Tensor, aten.index_put_.default, aten.index_put.default}
 
 
@@ -42,10 +59,13 @@ def _cfg(**flat) -> TrialConfig:
     return TrialConfig.from_flat({**TINY, **flat})
 
 
-def _holdout(cfg: TrialConfig, device: str = "cpu") -> data.TrainData:
-    ds = data.load("synthetic", synthetic_size=cfg.data.synthetic_size,
-                   synthetic_classes=cfg.data.synthetic_classes)
-    return data.holdout_data(ds, cfg.data.val_fraction, cfg.data.seed, 0, device)
+def _holdout(cfg: TrialConfig, device: str = "cpu") -> splits.TrainData:
+    ds = data.load(
+        "synthetic",
+        synthetic_size=cfg.data.synthetic_size,
+        synthetic_classes=cfg.data.synthetic_classes,
+    )
+    return make_fold(cfg.with_overrides({"runtime.device": device}), ds, 0)
 
 
 class _MethodSpy(TorchFunctionMode):
@@ -65,8 +85,10 @@ class _OpSpy(TorchDispatchMode):
         self.calls = calls
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in SYNCING_OPS or (func in MASK_INDEXING_OPS and any(
-                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])):
+        if func in SYNCING_OPS or (
+            func in MASK_INDEXING_OPS
+            and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
+        ):
             self.calls.append(str(func))
         return func(*args, **(kwargs or {}))
 
@@ -101,13 +123,16 @@ def test_host_syncs_do_not_grow_with_steps_per_epoch(fast_path, request):
 def test_cuda_code_path_learns_with_bf16_and_channels_last(cuda_path_on_cpu):
     cfg = _cfg(**{"optim.epochs": 4, "aug.preset": "none"})
     fast = train_one(cfg, _holdout(cfg))
-    plain = train_one(cfg.with_overrides({"runtime.bf16": False,
-                                          "runtime.channels_last": False}), _holdout(cfg))
+    plain = train_one(
+        cfg.with_overrides({"runtime.bf16": False, "runtime.channels_last": False}), _holdout(cfg)
+    )
     assert fast.history[-1].train_loss < fast.history[0].train_loss
     assert fast.final.accuracy > 0.5  # chance is 0.25
     conv_weights = [v for v in fast.state_dict.values() if v.dim() == 4]
-    assert conv_weights and all(w.is_contiguous(memory_format=torch.channels_last)
-                                and not w.is_contiguous() for w in conv_weights)
+    assert conv_weights and all(
+        w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        for w in conv_weights
+    )
     assert all(w.is_contiguous() for w in plain.state_dict.values() if w.dim() == 4)
     # bf16 rounds activations, so the two runs' numbers differ; both learn.
     assert fast.history[0].train_loss != plain.history[0].train_loss
@@ -149,25 +174,27 @@ def test_compiled_model_is_reused_across_trials_with_fresh_weights(eager_compile
     # trained ones: its run matches a fresh uncompiled run of seed 1.
     fresh = train_one(second.with_overrides({"runtime.compile": False}), _holdout(cfg))
     assert [s.train_loss for s in reused.history] == pytest.approx(
-        [s.train_loss for s in fresh.history], rel=1e-5)
+        [s.train_loss for s in fresh.history], rel=1e-5
+    )
     assert reused.final.accuracy == pytest.approx(fresh.final.accuracy)
     train_one(cfg.with_overrides({"model.width": 0.5}), _holdout(cfg))
     assert len(eager_compile["compiled"]) == 2  # another architecture compiles once more
 
 
-def test_many_architectures_keep_compiling_and_the_cache_stays_bounded(eager_compile,
-                                                                         monkeypatch):
+def test_many_architectures_keep_compiling_and_the_cache_stays_bounded(eager_compile, monkeypatch):
     # Dynamo's own limit set low, as if the search had already met that many graphs: past
     # it dynamo would quietly train the remaining trials eagerly.
     config = torch._dynamo.config
-    monkeypatch.setattr(config, "recompile_limit" if hasattr(config, "recompile_limit")
-                        else "cache_size_limit", 2)
+    monkeypatch.setattr(
+        config, "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit", 2
+    )
     monkeypatch.setattr(train_mod, "_COMPILED_MAX", 2)
     dropouts = [0.0, 0.1, 0.2, 0.3]
     graphs = []
     for p in dropouts:
-        cfg = _cfg(**{"runtime.compile": True, "model.dropout": p, "optim.epochs": 1,
-                      "aug.preset": "none"})
+        cfg = _cfg(
+            **{"runtime.compile": True, "model.dropout": p, "optim.epochs": 1, "aug.preset": "none"}
+        )
         train_one(cfg, _holdout(cfg))
         graphs.append(eager_compile["graphs"])
     assert len(eager_compile["compiled"]) == len(dropouts)
@@ -192,8 +219,9 @@ def _cuda_syncs(cfg: TrialConfig) -> int:
 def test_cuda_epoch_loop_syncs_once_per_epoch_not_per_step():
     _cuda_syncs(_cfg(**{"runtime.device": "cuda"}))  # one-off syncs of CUDA's first use
     few = _cuda_syncs(_cfg(**{"runtime.device": "cuda", "optim.batch_size": 180}))
-    many = _cuda_syncs(_cfg(**{"runtime.device": "cuda", "optim.batch_size": 45,
-                               "optim.grad_clip": 1.0}))
+    many = _cuda_syncs(
+        _cfg(**{"runtime.device": "cuda", "optim.batch_size": 45, "optim.grad_clip": 1.0})
+    )
     assert few == many > 0
 
 
@@ -212,8 +240,14 @@ def test_cuda_compiled_trials_reuse_the_graph(monkeypatch):
 
     torch._dynamo.reset()
     monkeypatch.setattr(train_mod, "_COMPILED", OrderedDict())
-    cfg = _cfg(**{"runtime.device": "cuda", "runtime.compile": True, "optim.epochs": 3,
-                  "aug.preset": "none"})
+    cfg = _cfg(
+        **{
+            "runtime.device": "cuda",
+            "runtime.compile": True,
+            "optim.epochs": 3,
+            "aug.preset": "none",
+        }
+    )
     first = train_one(cfg, _holdout(cfg, "cuda"))
     graphs = counters["stats"]["unique_graphs"]
     second = train_one(cfg.with_overrides({"runtime.seed": 1}), _holdout(cfg, "cuda"))

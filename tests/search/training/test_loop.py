@@ -6,23 +6,36 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from search.training import datasets as data
 from search.config import TrialConfig
-from search.training import NonFiniteLossError, lr_factor, train_one
+from search.training import NonFiniteLossError, lr_factor, splits, train_one
+from search.training import datasets as data
+from search.training.protocols import make_fold
 
-TINY = {"data.dataset": "synthetic", "data.synthetic_size": 400, "data.synthetic_classes": 4,
-        "model.name": "improved_cnn", "model.width": 0.25, "optim.epochs": 4,
-        "optim.batch_size": 32, "optim.lr": 0.05, "aug.preset": "none", "runtime.device": "cpu"}
+TINY = {
+    "data.dataset": "synthetic",
+    "data.synthetic_size": 400,
+    "data.synthetic_classes": 4,
+    "model.name": "improved_cnn",
+    "model.width": 0.25,
+    "optim.epochs": 4,
+    "optim.batch_size": 32,
+    "optim.lr": 0.05,
+    "aug.preset": "none",
+    "runtime.device": "cpu",
+}
 
 
 def _cfg(**extra) -> TrialConfig:
     return TrialConfig.from_flat({**TINY, **{k.replace("__", "."): v for k, v in extra.items()}})
 
 
-def _holdout(cfg: TrialConfig) -> data.TrainData:
-    ds = data.load("synthetic", synthetic_size=cfg.data.synthetic_size,
-                   synthetic_classes=cfg.data.synthetic_classes)
-    return data.holdout_data(ds, cfg.data.val_fraction, cfg.data.seed, 0, "cpu")
+def _holdout(cfg: TrialConfig) -> splits.TrainData:
+    ds = data.load(
+        "synthetic",
+        synthetic_size=cfg.data.synthetic_size,
+        synthetic_classes=cfg.data.synthetic_classes,
+    )
+    return make_fold(cfg, ds, 0)  # the stratified holdout a trial trains on
 
 
 def test_learns_and_reports_every_epoch():
@@ -100,7 +113,7 @@ def test_early_stopping_on_patience():
 def test_test_split_is_read_once_after_training():
     cfg = _cfg(optim__epochs=2)
     ds = data.load("synthetic", synthetic_size=400, synthetic_classes=4)
-    result = train_one(cfg, data.final_data(ds, 0, 0, "cpu"))
+    result = train_one(cfg, splits.final_data(ds, 0, 0, "cpu"))
     assert all(s.val_acc is None for s in result.history)
     assert result.final.split == "test" and result.final.n_images == len(ds.test_y)
 
@@ -109,6 +122,7 @@ def test_state_dict_loads_into_a_fresh_model():
     cfg = _cfg(optim__epochs=1)
     result = train_one(cfg, _holdout(cfg))
     from search.training import build_model
+
     model = build_model(cfg, 4)
     model.load_state_dict(result.state_dict)
     assert result.n_params == sum(p.numel() for p in model.parameters())
@@ -130,7 +144,13 @@ def test_lr_schedules(name):
 
 @pytest.mark.parametrize("opt,sched", [("adamw", "onecycle"), ("adam", "cosine")])
 def test_other_optimizers_run(opt, sched):
-    cfg = _cfg(optim__name=opt, optim__lr=3e-3, schedule__name=sched, optim__epochs=2,
-               optim__label_smoothing=0.1, optim__grad_clip=1.0)
+    cfg = _cfg(
+        optim__name=opt,
+        optim__lr=3e-3,
+        schedule__name=sched,
+        optim__epochs=2,
+        optim__label_smoothing=0.1,
+        optim__grad_clip=1.0,
+    )
     result = train_one(cfg, _holdout(cfg))
     assert math.isfinite(result.history[-1].train_loss)
