@@ -20,7 +20,7 @@ from .knobs import KNOB_NEEDS, check_knob
 # The built-in model modules, imported for their side effect: registering their builders.
 BUILTIN_MODULES = ("cifar_resnet", "cnn", "densenet", "external", "resnet")
 _TORCH_NAMES = ("count_parameters", "create", "register_model")
-_loaded = False
+_state = "unloaded"  # -> "loading" -> "loaded"; back to "unloaded" if loading fails
 
 
 def import_builtin_models() -> None:
@@ -29,16 +29,24 @@ def import_builtin_models() -> None:
 
 
 def load_builtin_models() -> None:
-    """Register the built-in builders (imports torch) and check the catalog against them."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True  # before importing: the builder modules look models up while loading
-    import_builtin_models()
-    from .catalog import check_catalog
-    from .registry import builtin_table
+    """Register the built-in builders (imports torch) and check the catalog against them.
 
-    check_catalog(builtin_table())
+    A stale catalog raises here on every call, never only once, so no lookup goes on with
+    a registry that disagrees with what the torch-free path reported."""
+    global _state
+    if _state != "unloaded":  # loaded, or re-entered by a lookup while the modules import
+        return
+    _state = "loading"
+    try:
+        import_builtin_models()
+        from .catalog import check_catalog
+        from .registry import builtin_table
+
+        check_catalog(builtin_table())
+    except BaseException:
+        _state = "unloaded"
+        raise
+    _state = "loaded"
 
 
 def __getattr__(name: str) -> object:

@@ -55,6 +55,13 @@ def list_models() -> list[str]:
 
 def _lookup(name: object) -> tuple[str, dict[str, object]]:
     table = _table()
+    if isinstance(name, str) and name not in table and f"{__package__}.registry" not in sys.modules:
+        # A name the snapshot lacks may be a model added since it was written: load the
+        # builders (torch), which reports a stale catalog as such instead of "unknown model".
+        from . import load_builtin_models
+
+        load_builtin_models()
+        table = _table()
     if isinstance(name, str) and name in table:
         return table[name]
     known = sorted(table)

@@ -15,10 +15,21 @@ from typing import TypeVar
 
 from torch import nn
 
-from .catalog import TIMM_KNOBS, TIMM_PREFIX, Table, is_timm
-from .catalog import model_family as _catalog_family
+from .catalog import TIMM_KNOBS, TIMM_PREFIX, Table, is_timm, list_models, model_family, model_knobs
 from .errors import ModelConfigError
 from .knobs import VALIDATORS, check_knob
+
+# lookups that lived here before the catalog existed, for code that imports them from here
+__all__ = [
+    "builtin_table",
+    "count_parameters",
+    "create",
+    "list_models",
+    "model_family",
+    "model_knobs",
+    "register_model",
+    "table",
+]
 
 Builder = Callable[..., nn.Module]
 B = TypeVar("B", bound=Builder)
@@ -89,9 +100,13 @@ def builtin_table() -> Table:
 
 
 def _entry(name: object) -> _Entry:
+    if isinstance(name, str) and name not in _REGISTRY:
+        from . import load_builtin_models
+
+        load_builtin_models()  # this module imported on its own: register the built-ins
     if isinstance(name, str) and name in _REGISTRY:
         return _REGISTRY[name]
-    _catalog_family(name)  # raises the unknown-model error, with suggestions
+    model_family(name)  # raises the unknown-model error, with suggestions
     raise AssertionError(f"{name!r} is in the catalog but not registered")
 
 

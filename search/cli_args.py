@@ -72,9 +72,13 @@ class CommaList(click.ParamType):
         minimum: int | None = None,
         distinct: bool = False,
     ):
-        self.name = example  # --help shows it upper-cased: --seeds 0,1,2, --model A,B
+        self.name = "list"
         self.what, self.example, self.item = what, example, item
         self.rule, self.minimum, self.distinct = rule, minimum, distinct
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        # the example as typed (--variants no_se,basic_aug): names are case-sensitive
+        return self.example
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list:
         if isinstance(value, list):

@@ -2,8 +2,9 @@
 
 A ``python cli.py search ...`` spends most of its first seconds importing torch, MLflow,
 Optuna, scikit-learn and SciPy; the resilience tests start dozens of them. The server is a
-Python process that imports those libraries once and then only forks: it starts no thread,
-runs no torch operation and opens no store or socket other than its own. Each
+Python process that imports those libraries once and then only forks: it starts no thread
+itself (an imported library may keep one: pyarrow's allocator thread, which its fork
+handlers make safe), runs no torch operation and opens no store or socket of its own. Each
 request forks a child that is an ordinary process of its own: its own pid (a child of
 the server, not of pytest), file descriptors, working directory and environment, real
 signals (Ctrl-C/SIGTERM handlers, ``kill -9``), real file locks, and the exit code
@@ -189,6 +190,7 @@ class Forked:
         request = json.dumps({"args": args, "code": code, "cwd": str(cwd), "env": env})
         socket.send_fds(self._conn, [request.encode()], [self._out.fileno(), self._err.fileno()])
         self.pid = int(self._conn.recv(64))
+        _children.append(self)
         try:  # through a pidfd, a signal can never reach another process that reused the pid
             self._pidfd: int | None = os.pidfd_open(self.pid)
         except ProcessLookupError:  # it has ended already
@@ -231,7 +233,14 @@ class Forked:
         return read(self._out), read(self._err)
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        self.wait(timeout)
+        """As ``subprocess.run(timeout=...)``: a child still running at the timeout is
+        killed (and reaped) before ``TimeoutExpired`` is raised, so no test leaves it."""
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait()
+            raise
         return self.output()
 
     def wait_for_output(self, text: str, timeout: float = 120) -> None:
@@ -280,6 +289,8 @@ class _Server:
             raise RuntimeError(f"the fork server did not start: {self.log.read_text()}")
 
     def close(self) -> None:
+        for child in _children:  # a test that failed or hung may have left one running
+            child.kill()
         if self._proc.poll() is None:
             self._proc.stdin.close()  # the server exits when its stdin closes
             try:
@@ -291,6 +302,7 @@ class _Server:
 
 
 _server: _Server | None = None
+_children: list[Forked] = []  # every child started, killed (if alive) when the server closes
 
 
 def _the_server() -> _Server:

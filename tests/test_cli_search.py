@@ -26,8 +26,20 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from tiny_study import SEARCHED_STUDY
 
 from search.config import TrialConfig
+from search.store import Tracker, sqlite_uri
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _artifacts(work: Path, kind: str) -> set[str]:
+    """Artifact paths of the newest ``kind`` run (study, final) of the study in ``work``."""
+    tracker = Tracker("tiny", sqlite_uri(work / "mlruns" / "mlflow.db"), create=False)
+    run = tracker.find_runs(kind, order_by=["attributes.start_time DESC"], max_results=1)[0]
+    listing = tracker.client.list_artifacts(run.info.run_id)
+    folders = [a.path for a in listing if a.is_dir]
+    nested = [a.path for f in folders for a in tracker.client.list_artifacts(run.info.run_id, f)]
+    return {a.path for a in listing} | set(nested)
+
 
 # the tests that use the session's searched study run in one xdist worker: one search
 searched_group = pytest.mark.xdist_group("searched")
@@ -43,6 +55,9 @@ def test_search_prints_progress_summary_and_final(searched, searched_copy):
     assert "seed 0: test accuracy" in first and "final (trial" in first
     assert (searched / "mlruns" / "tiny.journal").exists()
     assert (searched / "mlruns" / "mlflow.db").exists()
+    # the command wires the reporting layer's writers into the engine and the retrain
+    assert "optuna/optimization_history.html" in _artifacts(searched, "study")
+    assert {"confusion_matrix.png", "training_curves.png"} <= _artifacts(searched, "final")
     # the same command again (in a copy: it logs to the study's MLflow run) has nothing to do
     log = cli("search", "--study", searched_copy / "tiny.toml", "--no-retrain", cwd=searched_copy)
     assert log.exit_code == 0, log.output
@@ -93,6 +108,8 @@ def test_retrain_chosen_trial_with_seeds(searched_copy):
     proc = cli("retrain", "--study", work / "tiny.toml", "--trial", "1", "--seeds", "3,4", cwd=work)
     assert proc.exit_code == 0, proc.output
     assert "seed 3: test accuracy" in proc.stdout and "seed 4: test accuracy" in proc.stdout
+    final = _artifacts(work, "final")
+    assert {"confusion_matrix.png", "training_curves.png", "model_seed3.pt"} <= final
     bad = cli("retrain", "--study", work / "tiny.toml", "--seeds", "a,b", cwd=work)
     assert bad.exit_code == 2 and "--seeds" in bad.stderr
 

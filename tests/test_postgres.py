@@ -102,9 +102,7 @@ def test_three_workers_on_postgres_one_killed(tmp_path, postgres_url):
         "1",
     ]
     # One storage for the polling below (one connection pool), opened before the workers
-    # start, as the polling did while real workers spent seconds on their imports: it
-    # creates Optuna's tables, which Optuna creates without a lock (workers arriving within
-    # milliseconds of each other on a new database collide there).
+    # start. (Workers creating the tables together is the next test's scenario.)
     polling = optuna.storages.RDBStorage(postgres_url)
     # the victim's trials cannot finish before it is killed; the others' are short
     victim_args = [*args, "--set", "optim.epochs=100000"]
@@ -181,3 +179,28 @@ def test_a_trial_whose_worker_died_before_its_heartbeat_is_retried(tmp_path, pos
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
     assert len(retries) == 1 and retries[0].params == study.trials[orphan.number].params
     assert len(finished(study)) == 2
+
+
+def test_workers_opening_a_new_database_at_once_all_get_the_storage(tmp_path, postgres_url):
+    # Optuna creates its tables without a lock: workers of a new study on a new database
+    # (`--gpus 0,1,2,3` on a fresh server) collide there unless open_storage copes.
+    import sqlalchemy
+    from forkserver import spawn_code
+
+    for round_ in range(3):
+        name = f"fresh_{round_}"
+        admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        start = time.time() + 1.5  # every child is forked and waiting by then
+        code = (
+            "import time\n"
+            "from search.store import open_storage\n"
+            f"time.sleep(max(0.0, {start} - time.time()))\n"
+            f"open_storage('res', {url!r})\n"
+        )
+        procs = [spawn_code(code, tmp_path, env_for(tmp_path)) for _ in range(4)]
+        results = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, results

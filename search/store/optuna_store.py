@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from search.errors import ConfigError
 from search.store.locations import journal_path, mask_credentials
 from search.store.locks import FlockJournalLock
 
+CREATE_ATTEMPTS = 5  # tries to open an RDB storage that other workers are creating
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward n_trials
 
 
@@ -106,18 +108,7 @@ def open_storage(
 
         return JournalStorage(JournalFile(path))
     try:
-        if liveness is None:
-            return optuna.storages.RDBStorage(url)
-        # Optuna's heartbeat marks a dead worker's trial FAIL and the callback enqueues
-        # its parameters once more, marked as journal storages mark it.
-        with warnings.catch_warnings():  # both are marked experimental; we rely on them
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=max(1, round(liveness.heartbeat_s)),
-                grace_period=max(1, round(liveness.grace_s)),
-                heartbeat_stale_trial_callback=liveness.on_lost,
-            )
+        return _rdb_storage(url, liveness)
     except Exception as exc:  # driver missing, server down, bad URL: one clear line
         hint = ""
         if isinstance(exc, ImportError) and url.startswith("postgresql"):
@@ -128,6 +119,40 @@ def open_storage(
             key="--storage",
             value=mask_credentials(url),
         ) from None
+
+
+def _rdb_storage(url: str, liveness: Liveness | None) -> optuna.storages.RDBStorage:
+    # Optuna creates its tables without a lock: several workers opening a new database at
+    # the same moment collide in the server's catalog ("duplicate key ... pg_type") or on a
+    # table another one has just made. Whoever loses retries and finds the tables made.
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            if liveness is None:
+                return optuna.storages.RDBStorage(url)
+            # Optuna's heartbeat marks a dead worker's trial FAIL and the callback enqueues
+            # its parameters once more, marked as journal storages mark it.
+            with warnings.catch_warnings():  # both are marked experimental; we rely on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=max(1, round(liveness.heartbeat_s)),
+                    grace_period=max(1, round(liveness.grace_s)),
+                    heartbeat_stale_trial_callback=liveness.on_lost,
+                )
+        except Exception as exc:
+            if attempt == CREATE_ATTEMPTS - 1 or not _lost_creation_race(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    text = str(exc)
+    return isinstance(exc, (IntegrityError, ProgrammingError)) and (
+        "already exists" in text or "duplicate key" in text
+    )
 
 
 def finished_count(study: optuna.Study) -> int:

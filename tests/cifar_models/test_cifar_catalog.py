@@ -38,23 +38,63 @@ def test_a_stale_catalog_is_refused_with_the_command_that_fixes_it(tmp_path, mon
         catalog.builtin_catalog.cache_clear()
 
 
-def test_describing_models_does_not_import_torch_until_one_is_built() -> None:
+def test_describing_known_models_does_not_import_torch() -> None:
     code = (
         "import sys, cifar_models\n"
         "names = cifar_models.list_models()\n"
         "knobs = cifar_models.model_knobs('se_resnet18')\n"
+        "family = cifar_models.model_family('resnet56')\n"
+        "print(len(names), 'torch' in sys.modules, knobs['attention'], family)\n"
         "try:\n"
         "    cifar_models.model_family('resnet21')\n"
         "except cifar_models.ModelConfigError as exc:\n"
-        "    error = str(exc)\n"
-        "print(len(names), 'torch' in sys.modules, knobs['attention'], error)\n"
+        "    print(exc)\n"
         "cifar_models.create('resnet20', 10)\n"
         "print('torch' in sys.modules)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    first, second = done.stdout.splitlines()
-    assert first.startswith(f"{len(cifar_models.list_models())} False se unknown model 'resnet21'")
-    assert "did you mean 'resnet32'?" in first
-    assert second == "True"
+    first, error, last = done.stdout.splitlines()
+    assert first == f"{len(cifar_models.list_models())} False se cifar_resnet"
+    # an unknown name loads the builders (a stale catalog would say so); same message
+    assert error.startswith("unknown model 'resnet21' (did you mean 'resnet32'?); known models:")
+    assert last == "True"
+
+
+def test_a_model_missing_from_a_stale_catalog_is_reported_as_stale_on_every_load(tmp_path):
+    # a model added to the builders without `python -m cifar_models`: the torch-free
+    # lookup must not answer "unknown model", and nothing may go on with the registry
+    stale = json.loads(catalog.CATALOG_FILE.read_text())
+    del stale["resnet56"]
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(stale))
+    code = (
+        "from pathlib import Path\n"
+        "import cifar_models\n"
+        "from cifar_models import catalog\n"
+        f"catalog.CATALOG_FILE = Path({str(path)!r})\n"
+        "for attempt in (lambda: cifar_models.model_family('resnet56'),\n"
+        "                lambda: cifar_models.create('resnet20', 10),\n"
+        "                lambda: cifar_models.list_models()):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('answered')\n"
+        "    except RuntimeError as exc:\n"
+        "        print('stale' if 'python -m cifar_models' in str(exc) else exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.split() == ["stale", "stale", "stale"], done.stdout + done.stderr
+
+
+def test_create_from_the_registry_module_alone_builds_a_built_in_model() -> None:
+    code = (
+        "from cifar_models.registry import create, list_models\n"
+        "print(type(create('resnet20', 10)).__name__, 'resnet56' in list_models())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.split() == ["CifarResNet", "True"]
