@@ -147,10 +147,9 @@ def search(
     share it: each trial's sampler is seeded from (study seed, trial number), so workers and
     resumed runs never repeat each other's draws. Ctrl-C or SIGTERM marks the running trial FAIL
     (interrupted) and exits with code 130 within seconds."""
+    from search import engine
     from search.config import parse_assignments
-    from search.engine import WORKER_ENV
-    from search.engine import loop as engine
-    from search.engine.workers import WorkersFailed, search_in_workers
+    from search.engine import WORKER_ENV, WorkersFailed, search_in_workers
     from search.interrupts import GRACE_S, exit_within
 
     options = engine.SearchOptions(

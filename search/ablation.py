@@ -22,8 +22,8 @@ from search.errors import ConfigError, did_you_mean
 from search.stats import Comparison, compare
 from search.store import Tracker, config_of
 from search.study import AblationSpec, StudySpec
-from search.training import AugmentPlan, EpochStats, TrainResult, train_one
-from search.training import protocols as run_mod
+from search.training import AugmentPlan, EpochStats, TrainResult, final_run, load_dataset, train_one
+from search.training.protocols import make_fold
 
 BASELINE = "baseline"
 HASH_TAG = "cifar_search.config_hash"
@@ -214,7 +214,7 @@ def run_ablation(
     if device:
         base_cfg = base_cfg.with_overrides({"runtime.device": device})
     variants = build_variants(spec, base_cfg, variant_names, use_leave_one_out)
-    dataset = run_mod.load_dataset(base_cfg, data_dir)
+    dataset = load_dataset(base_cfg, data_dir)
     study_parent = tracker.study_run({})
     parent = tracker.start_child(
         study_parent,
@@ -314,9 +314,9 @@ def _train_and_log(
     )
     try:
         if split == "test":
-            result: TrainResult = run_mod.final_run(cfg, dataset, on_epoch)
+            result: TrainResult = final_run(cfg, dataset, on_epoch)
         else:
-            result = train_one(cfg, run_mod.make_fold(cfg, dataset, 0), on_epoch)
+            result = train_one(cfg, make_fold(cfg, dataset, 0), on_epoch)
     except BaseException as exc:
         tracker.end(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
         raise

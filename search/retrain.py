@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -20,8 +21,7 @@ from search.config import TrialConfig
 from search.errors import ConfigError
 from search.store import TRIAL_TAG, Tracker
 from search.study import StudySpec
-from search.training import EpochStats, TrainResult
-from search.training import protocols as run_mod
+from search.training import EpochStats, TrainResult, final_run, load_dataset
 
 
 @dataclass
@@ -99,7 +99,7 @@ def final_retrain(
     if device:
         overrides["runtime.device"] = device
     base = trial_config(trial).with_overrides(overrides)
-    dataset = run_mod.load_dataset(base, data_dir)
+    dataset = load_dataset(base, data_dir)
     run_id = tracker.start_child(
         parent_id,
         "final",
@@ -112,7 +112,7 @@ def final_retrain(
         for seed in seeds:
             cfg = base.with_overrides({"runtime.seed": seed})
             callback = None if on_epoch is None else (lambda s, seed=seed: on_epoch(seed, s))
-            results[seed] = run_mod.final_run(cfg, dataset, callback)
+            results[seed] = final_run(cfg, dataset, callback)
             tracker.log_metrics(
                 run_id, {f"seed{seed}.{k}": v for k, v in results[seed].final.metrics().items()}
             )
@@ -131,32 +131,12 @@ def final_retrain(
     return outcome
 
 
-def retrain_study(
-    spec: StudySpec,
-    study: optuna.Study,
-    *,
-    trial_number: int | None = None,
-    seeds: Sequence[int] | None = None,
-    data_dir: str | None = None,
-    device: str | None = None,
-    on_epoch: Callable[[int, EpochStats], None] | None = None,
-    artifacts: Callable[[FinalOutcome, Path], object] | None = None,
-) -> FinalOutcome:
-    """``final_retrain`` as a ``final`` child of the study's parent MLflow run (made if the
-    study has none yet): the final retrain of ``cli.py search`` and ``cli.py retrain``."""
+def retrain_study(spec: StudySpec, study: optuna.Study, **options: Any) -> FinalOutcome:
+    """``final_retrain`` (same keyword ``options``) as a ``final`` child of the study's parent
+    MLflow run, made if the study has none yet: the final retrain of ``cli.py search`` and
+    ``cli.py retrain``."""
     tracker = Tracker(spec.name)
-    return final_retrain(
-        spec,
-        study,
-        tracker,
-        tracker.study_run({}),
-        trial_number=trial_number,
-        seeds=seeds,
-        data_dir=data_dir,
-        device=device,
-        on_epoch=on_epoch,
-        artifacts=artifacts,
-    )
+    return final_retrain(spec, study, tracker, tracker.study_run({}), **options)
 
 
 def _log_outcome(

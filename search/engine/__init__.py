@@ -11,7 +11,13 @@ from search.engine.loop import (
     run_search,
 )
 from search.engine.objective import EpochEvent, Objective, best_value
-from search.engine.workers import WORKER_ENV, run_workers, worker_envs
+from search.engine.workers import (
+    WORKER_ENV,
+    WorkersFailed,
+    run_workers,
+    search_in_workers,
+    worker_envs,
+)
 
 __all__ = [
     "GRACE_BEATS",
@@ -23,11 +29,13 @@ __all__ = [
     "SearchOptions",
     "SearchOutcome",
     "TrialEvent",
+    "WorkersFailed",
     "apply_overrides",
     "best_value",
     "open_study",
     "retry_lost_trial",
     "run_search",
     "run_workers",
+    "search_in_workers",
     "worker_envs",
 ]
