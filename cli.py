@@ -186,6 +186,7 @@ def search(
                 progress.epoch,
                 progress.trial,
                 progress.waiting,
+                on_warning=progress.warning,
                 after_search=reporting.write_study_plots,
             )
             progress.finished(outcome)
@@ -253,14 +254,20 @@ def retrain(
 
 @main.command()
 @cli_args.STUDY()
+@cli_args.TRIAL()
 @cli_args.FORMAT()
 @cli_args.OUTPUT()
-def best(spec: StudySpec, fmt: str, output: str | None) -> None:
+def best(spec: StudySpec, trial_number: int | None, fmt: str, output: str | None) -> None:
     """The best trial's configuration and scores, read from MLflow; the file reruns with
-    `cli.py train --config FILE --test`."""
-    text = reporting.best_config_document(spec, fmt)
+    `cli.py train --config FILE --test`.
+
+    With several objectives it also prints the Pareto front, and "best" is the front's best
+    on the first objective; --trial N exports another trial."""
+    text = reporting.best_config_document(spec, fmt, trial_number)
     if output:
         Path(output).write_text(text)
+        if spec.multi_objective:
+            click.echo(reporting.study_front(spec, trial_number))
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
@@ -288,6 +295,7 @@ def studies(storage: str | None) -> None:
 @cli_args.STUDY()
 @cli_args.ABLATE_SEEDS()
 @cli_args.BASE()
+@cli_args.ABLATE_TRIAL()
 @cli_args.VARIANTS()
 @cli_args.LEAVE_ONE_OUT()
 @cli_args.ON()
@@ -299,6 +307,7 @@ def ablate(
     spec: StudySpec,
     seeds: list[int],
     base: str,
+    trial_number: int | None,
     variants: list[str] | None,
     leave_one_out: bool,
     split: str,
@@ -318,6 +327,7 @@ def ablate(
         spec,
         seeds=seeds,
         base=base,
+        trial_number=trial_number,
         variant_names=variants,
         use_leave_one_out=leave_one_out,
         on=split,

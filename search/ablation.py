@@ -22,6 +22,7 @@ from search.errors import ConfigError, did_you_mean
 from search.stats import Comparison, compare
 from search.store import Tracker, config_of
 from search.study import AblationSpec, StudySpec
+from search.study.objectives import choose
 from search.training import AugmentPlan, EpochStats, TrainResult, final_run, load_dataset, train_one
 from search.training.protocols import make_fold
 
@@ -75,20 +76,31 @@ class AblationOutcome:
 
 
 # baseline and variants ------------------------------------------------------------------
-def resolve_base(spec: StudySpec, base: str, tracker: Tracker) -> tuple[TrialConfig, str]:
+def resolve_base(
+    spec: StudySpec, base: str, tracker: Tracker, trial_number: int | None = None
+) -> tuple[TrialConfig, str]:
     """The baseline config and a label saying where it came from.
 
-    ``best``: the study's best trial read from MLflow, with the final epochs;
+    ``best``: the study's best trial read from MLflow (or trial ``trial_number``; with
+    several objectives the Pareto front's best on the first one), with the final epochs;
     ``fixed``: the study file's fixed values (ablation-only studies);
     ``auto``: best when the study has a searched trial, else fixed; anything else is a
     config file used exactly as written.
     """
     final = {"optim.epochs": spec.retrain.epochs}
+    if trial_number is not None and base not in ("auto", "best"):
+        raise ConfigError(
+            "--trial picks a searched trial as the baseline: use it without --base",
+            key="--base",
+            value=base,
+        )
     if base in ("auto", "best"):
-        run = tracker.best_trial_run(spec.direction) if spec.space else None
-        if run is not None:
-            trial = run.data.tags.get("optuna.trial_number", "?")
-            return config_of(run).with_overrides(final), f"best trial {trial} (from MLflow)"
+        runs = {n: (v, r) for n, v, r in tracker.complete_trial_runs(spec.objective_metrics)}
+        number = choose([(n, v) for n, (v, _) in runs.items()], spec.directions, trial_number)
+        if number is not None and spec.space:
+            which = "best trial" if trial_number is None else "trial"
+            config = config_of(runs[number][1]).with_overrides(final)
+            return config, f"{which} {number} (from MLflow)"
         if base == "best":
             raise ConfigError(
                 "no COMPLETE trial in MLflow to use as the baseline: run "
@@ -192,6 +204,7 @@ def run_ablation(
     *,
     seeds: Sequence[int],
     base: str = "auto",
+    trial_number: int | None = None,
     variant_names: Sequence[str] | None = None,
     use_leave_one_out: bool = False,
     on: str = "test",
@@ -210,7 +223,7 @@ def run_ablation(
     if on not in ("test", "val"):
         raise ConfigError("expected test or val", key="--on", value=on)
     tracker = Tracker(spec.name)
-    base_cfg, base_label = resolve_base(spec, base, tracker)
+    base_cfg, base_label = resolve_base(spec, base, tracker, trial_number)
     if device:
         base_cfg = base_cfg.with_overrides({"runtime.device": device})
     variants = build_variants(spec, base_cfg, variant_names, use_leave_one_out)

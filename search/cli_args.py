@@ -272,7 +272,11 @@ TRIAL = partial(
     "--trial",
     "trial_number",
     type=int,
-    help="trial number (default: the best trial)",
+    help="trial number (default: the best trial; with several objectives the Pareto "
+    "front's best on the first one)",
+)
+ABLATE_TRIAL = partial(
+    TRIAL, help="baseline: this searched trial (from MLflow) instead of the best"
 )
 RETRAIN_SEEDS = partial(SEEDS, help=f"{SEEDS_HELP}; default: the study file's [retrain] seeds")
 

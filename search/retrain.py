@@ -21,6 +21,7 @@ from search.config import TrialConfig
 from search.errors import ConfigError
 from search.store import TRIAL_TAG, Tracker
 from search.study import StudySpec
+from search.study.objectives import choose
 from search.training import EpochStats, TrainResult, final_run, load_dataset
 
 
@@ -46,20 +47,17 @@ class FinalOutcome:
 
 
 def pick_trial(study: optuna.Study, trial_number: int | None) -> optuna.trial.FrozenTrial:
-    """The best COMPLETE trial, or trial ``trial_number`` (which must be COMPLETE)."""
-    if trial_number is None:
-        try:
-            return study.best_trial
-        except ValueError:
-            raise ConfigError(
-                "the study has no COMPLETE trial to retrain yet",
-                key="study",
-                value=study.study_name,
-            ) from None
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
-    if not trials or trials[0].state != TrialState.COMPLETE:
-        raise ConfigError("no COMPLETE trial with this number", key="--trial", value=trial_number)
-    return trials[0]
+    """The best COMPLETE trial, or trial ``trial_number`` (which must be COMPLETE). With
+    several objectives "best" is ``objectives.preferred``: the Pareto front's best on the
+    first objective."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    directions = [d.name.lower() for d in study.directions]
+    number = choose([(t.number, t.values) for t in complete], directions, trial_number)
+    if number is None:
+        raise ConfigError(
+            "the study has no COMPLETE trial to retrain yet", key="study", value=study.study_name
+        )
+    return next(t for t in complete if t.number == number)
 
 
 def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:

@@ -158,7 +158,7 @@ def test_a_trial_whose_worker_died_before_its_heartbeat_is_retried(tmp_path, pos
     """A worker that dies inside ``study.ask`` leaves a RUNNING trial that Optuna's heartbeat
     check never sees (no heartbeat was ever recorded). The study must not wait for it."""
     study_file(tmp_path, epochs=1, n_trials=2, name="orphan")
-    study = optuna.create_study(study_name="orphan", storage=postgres_url)
+    study = optuna.create_study(study_name="orphan", storage=postgres_url, direction="maximize")
     orphan = study.ask()
     orphan.suggest_float("optim.lr", 0.01, 0.2, log=True)
     proc = spawn_cli(

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.metadata
 import platform
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from search.engine.coordination import (
     retry_lost_trial,
 )
 from search.engine.objective import EpochEvent, Objective, best_value, close_orphan_runs
+from search.engine.warm_start import FROM_ATTR, enqueue_warm_start, warm_start_trials
 from search.errors import ConfigError
 from search.store import (
     Liveness,
@@ -55,12 +57,15 @@ class SearchOptions:
 class TrialEvent:
     trial: int
     state: str  # COMPLETE | PRUNED | FAIL
-    value: float | None
+    value: float | None  # the (first) objective's value
     reason: str | None
-    best: float | None
+    best: float | None  # None for a multi-objective study
     counts: dict[str, int]
     params: dict[str, Any]
     retry_of: int | None = None  # the lost trial this one reruns (the one intended repeat)
+    values: dict[str, float] | None = None  # every objective's value, by measure
+    front: int | None = None  # trials on the Pareto front (multi-objective studies)
+    warm_start_from: str | None = None  # "<source study>#<trial>" for a warm-start trial
 
 
 @dataclass
@@ -102,11 +107,13 @@ def package_versions() -> dict[str, str]:
 def open_study(
     spec: StudySpec, storage_url: str | None, *, create: bool = True, heartbeat: float = HEARTBEAT_S
 ) -> optuna.Study:
+    """The study in its storage (created when ``create``), checked against the file's
+    objectives: Optuna keeps a study's directions for good."""
     liveness = Liveness(heartbeat, heartbeat * GRACE_BEATS, retry_lost_trial)
     storage = open_storage(spec.name, storage_url, create=create, liveness=liveness)
     if not create:
         try:
-            return optuna.load_study(
+            study = optuna.load_study(
                 study_name=spec.name,
                 storage=storage,
                 sampler=study_sampler(spec),
@@ -116,14 +123,29 @@ def open_study(
             raise ConfigError(
                 "no trials yet: run `cli.py search` first", key="study", value=spec.name
             ) from None
-    return optuna.create_study(
-        study_name=spec.name,
-        storage=storage,
-        sampler=study_sampler(spec),
-        pruner=make_pruner(spec),
-        direction=spec.direction,
-        load_if_exists=True,
-    )
+    else:
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            sampler=study_sampler(spec),
+            pruner=make_pruner(spec),
+            directions=spec.directions,
+            load_if_exists=True,
+        )
+    stored = [d.name.lower() for d in study.directions]
+    if stored != spec.directions:
+        raise ConfigError(
+            f"the stored study optimizes {len(stored)} objective(s) ({', '.join(stored)}) but "
+            f"the file now names {', '.join(map(str, spec.objectives))}: a study's objectives "
+            f"cannot change; give the changed file a new name",
+            file=str(spec.path),
+            key="study.objectives",
+        )
+    if create and study.metric_names != spec.measures:
+        with warnings.catch_warnings():  # experimental in Optuna 5, and stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(spec.measures)  # optuna-dashboard's axis and column names
+    return study
 
 
 def study_tags(spec: StudySpec, storage_url: str | None) -> dict[str, str]:
@@ -140,12 +162,14 @@ def run_search(
     on_trial: Callable[[TrialEvent], None] = lambda e: None,
     on_wait: Callable[[int], None] = lambda running: None,
     *,
+    on_warning: Callable[[str], None] = lambda line: None,
     after_search: Callable[[optuna.Study, Tracker, str], Any] | None = None,
 ) -> SearchOutcome:
     """Run the study until ``n_trials`` trials are COMPLETE or PRUNED (counting those of
     earlier runs and of other workers), or until the timeout. While the trials that other
     workers are running would reach the target, wait for them (``on_wait(running)`` when
-    the wait begins): one that is lost is retried here. ``after_search(study, tracker,
+    the wait begins): one that is lost is retried here. ``on_warning(line)`` gets the warm
+    start's dropped values. ``after_search(study, tracker,
     parent_run_id)`` runs at the end unless the search was interrupted."""
     overrides = dict(options.overrides)
     if options.device:
@@ -156,6 +180,7 @@ def run_search(
         target = min(target, spec.space_size() or target)
     timeout = options.timeout if options.timeout is not None else spec.timeout
     dataset = load_dataset(spec.base_config(), options.data_dir)
+    warm_start = warm_start_trials(spec, options.storage)
     study = open_study(spec, options.storage, heartbeat=options.heartbeat)
     tracker = Tracker(spec.name)
     parent_id = _start_study_run(study, tracker, study_tags(spec, options.storage))
@@ -167,13 +192,15 @@ def run_search(
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         objective.end_run(study, trial)
-        on_trial(_trial_event(study, trial))
+        on_trial(_trial_event(study, trial, spec))
         failures.record(trial)
 
     grace = options.heartbeat * GRACE_BEATS
     deadline = None if timeout is None else time.monotonic() + timeout
     ran, parent_status, waiting = 0, "FAILED", False
     try:
+        with claim:  # once per study, whichever worker gets here first
+            enqueue_warm_start(study, spec, warm_start, on_warning)
         while deadline is None or time.monotonic() < deadline:
             with claim:  # count + create the next trial atomically across workers
                 lost = (
@@ -258,14 +285,20 @@ def _start_study_run(study: optuna.Study, tracker: Tracker, tags: dict[str, str]
     return parent_id
 
 
-def _trial_event(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrialEvent:
+def _trial_event(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, spec: StudySpec
+) -> TrialEvent:
+    values = None if trial.values is None else dict(zip(spec.measures, trial.values, strict=True))
     return TrialEvent(
         trial.number,
         trial.state.name,
-        trial.value,
+        None if trial.values is None else trial.values[0],
         trial.user_attrs.get("fail_reason"),
         best_value(study),
         state_counts(study),
         dict(trial.params),
         trial.user_attrs.get(RETRY_ATTR),
+        values,
+        len(study.best_trials) if spec.multi_objective else None,
+        trial.user_attrs.get(FROM_ATTR),
     )

@@ -25,6 +25,8 @@ from search.errors import ConfigError
 from search.store import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
 from search.study import StudySpec, suggest
 from search.training import Dataset, EpochStats, NonFiniteLossError, validate
+from search.training.costs import inference_ms_per_image, train_flops_per_image
+from search.training.protocols import ValidationResult
 
 # how a trial's MLflow run ends, by the trial's final Optuna state
 RUN_STATUS = {
@@ -46,10 +48,39 @@ class EpochEvent:
 
 
 def best_value(study: optuna.Study) -> float | None:
+    """The best value of a single-objective study; None before its first COMPLETE trial
+    and for a multi-objective study (which has a front, not a best value)."""
+    if len(study.directions) > 1:
+        return None
     try:
         return study.best_value
     except ValueError:  # no COMPLETE trial yet
         return None
+
+
+def trial_measures(
+    measures: list[str], cfg: TrialConfig, result: ValidationResult, num_classes: int
+) -> dict[str, float]:
+    """The value of each of ``measures`` (study.objectives) for a finished trial: validation
+    metrics as the mean over folds, costs measured on the trial's model and run."""
+    folds = result.folds
+    out: dict[str, float] = {}
+    for measure in measures:
+        if measure in ("val_acc", "val_loss", "val_top5"):
+            out[measure] = float(np.mean([_metric_of(r.final, measure) for r in folds]))
+        elif measure == "params":
+            out[measure] = float(folds[0].n_params)
+        elif measure == "train_flops":
+            out[measure] = train_flops_per_image(cfg, num_classes)
+        elif measure == "inference_ms":
+            device = torch.device(folds[0].device)
+            out[measure] = inference_ms_per_image(cfg, num_classes, device)
+        elif measure == "epoch_seconds":
+            epochs = sum(len(r.history) for r in folds)
+            out[measure] = sum(r.train_seconds for r in folds) / max(1, epochs)
+        else:
+            raise ValueError(f"unknown measure {measure!r}")
+    return out
 
 
 class Objective:
@@ -75,14 +106,14 @@ class Objective:
         self.beat = not _is_rdb(study)
         self._ending: dict[int, tuple[str, str | None]] = {}  # trial -> (run id, reason)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         # The worker is recorded while the claim lock is still held, so a RUNNING trial
         # without a worker, seen under the lock, always means its creator died in between.
         with Heartbeat(self.study, trial._trial_id, self.heartbeat_s, beat=self.beat):
             self.claim.release()  # the trial exists now: other workers may claim theirs
             return self._run(trial)
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         tags = {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}
         if RETRY_ATTR in trial.user_attrs:
             tags[RETRY_TAG] = trial.user_attrs[RETRY_ATTR]
@@ -112,22 +143,25 @@ class Objective:
                 _release_memory()
             raise
         values = [_metric_of(r.final, self.spec.metric) for r in result.folds]
-        value = float(np.mean(values))
         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         n_params = result.folds[0].n_params
+        measured = trial_measures(self.spec.measures, cfg, result, len(self.dataset.classes))
         trial.set_user_attr("fold_values", values)
         trial.set_user_attr("value_std", std)
         trial.set_user_attr("n_params", n_params)
-        train_seconds = sum(r.train_seconds for r in result.folds)
+        trial.set_user_attr("objective_values", measured)
         metrics = {
-            "objective": value,
             "objective_std": std,
             "n_params": n_params,
-            "train_seconds": train_seconds,
+            "train_seconds": sum(r.train_seconds for r in result.folds),
+            **{f"objective.{m}": v for m, v in measured.items()},
         }
+        if not self.spec.multi_objective:
+            metrics["objective"] = measured[self.spec.metric]
         tracker.log_metrics(run_id, metrics)
         self._ending[trial.number] = (run_id, None)
-        return value
+        objective = tuple(measured[m] for m in self.spec.measures)
+        return objective if self.spec.multi_objective else objective[0]
 
     def _reporter(
         self, trial: optuna.Trial, cfg: TrialConfig, run_id: str
@@ -146,7 +180,9 @@ class Objective:
                     trial.number, fold, n_folds, stats, epochs, metric, best_value(self.study)
                 )
             )
-            if fold == 0:  # pruning sees fold 0's learning curve only (module docstring)
+            # Pruning sees fold 0's learning curve only (module docstring); Optuna cannot
+            # prune a multi-objective study (Trial.report raises there).
+            if fold == 0 and not self.spec.multi_objective:
                 value = getattr(stats, metric)
                 trial.report(value, stats.epoch)
                 if trial.should_prune():

@@ -24,6 +24,7 @@ from search.training import (
     threads_per_process,
     train_one,
 )
+from search.training.costs import train_flops_per_image
 from search.training.splits import make_train_data
 
 # Dense bf16 tensor-core peaks (FLOP/s, vendor datasheets) for the model FLOP utilisation
@@ -197,17 +198,6 @@ def measure_reference(cfg: TrialConfig, steps: int, warmup: int = 3) -> tuple[fl
             seen += x.shape[0]
     _sync(device)
     return seen / (time.perf_counter() - start), peak_memory_mb(device)
-
-
-def train_flops_per_image(cfg: TrialConfig) -> float:
-    """Forward + backward FLOPs of one 32x32 image (counted by torch on the CPU)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = build_model(cfg, 10)
-    x = torch.randn(2, 3, 32, 32)
-    with FlopCounterMode(display=False) as counter:
-        model(x).sum().backward()
-    return counter.get_total_flops() / 2
 
 
 def bf16_peak_flops(gpu_name: str) -> float | None:

@@ -15,7 +15,12 @@ if TYPE_CHECKING:
     from search.reporting.ablation_table import ablation_run_line, ablation_summary, write_files
     from search.reporting.artifacts import final_figures, write_study_plots
     from search.reporting.dashboard import serve_dashboard
-    from search.reporting.exports import best_config_document, study_rows, write_train_outputs
+    from search.reporting.exports import (
+        best_config_document,
+        study_front,
+        study_rows,
+        write_train_outputs,
+    )
     from search.reporting.figures import sample_grid, study_figures
     from search.reporting.perf_text import (
         bench_table,
@@ -46,7 +51,7 @@ _MODULES = {
     "ablation_table": ["ablation_run_line", "ablation_summary", "write_files"],
     "artifacts": ["final_figures", "write_study_plots"],
     "dashboard": ["serve_dashboard"],
-    "exports": ["best_config_document", "study_rows", "write_train_outputs"],
+    "exports": ["best_config_document", "study_front", "study_rows", "write_train_outputs"],
     "figures": ["sample_grid", "study_figures"],
     "perf_text": [
         "bench_table",
@@ -98,6 +103,7 @@ __all__ = [
     "serve_dashboard",
     "studies_table",
     "study_figures",
+    "study_front",
     "study_rows",
     "study_summary",
     "summary",

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.errors import ConfigError
+from search.reporting.pareto import front_summary
 from search.store import TRIAL_TAG, Tracker, config_of
 from search.study import StudySpec, list_studies, load_study
+from search.study.objectives import choose, pareto_front
 
 if TYPE_CHECKING:
     import optuna
@@ -23,19 +25,24 @@ if TYPE_CHECKING:
     from search.training import TrainResult
 
 
-def best_config_document(spec: StudySpec, fmt: str = "toml") -> str:
-    """The best COMPLETE trial's config with its scores, read from MLflow (not from the
-    Optuna storage), as TOML (scores in comments, so the file is a plain config) or JSON."""
+def best_config_document(
+    spec: StudySpec, fmt: str = "toml", trial_number: int | None = None
+) -> str:
+    """The best COMPLETE trial's config (or trial ``trial_number``'s) with its scores, read
+    from MLflow (not from the Optuna storage), as TOML (scores in comments, so the file is a
+    plain config) or JSON. A multi-objective study's Pareto front comes with it (TOML
+    comments, or a ``pareto_front`` list), and "best" is the front's best on the first
+    objective (``search.study.objectives.preferred``)."""
     tracker = Tracker(spec.name, create=False)
-    run = tracker.best_trial_run(spec.direction)
-    if run is None:
+    runs = tracker.complete_trial_runs(spec.objective_metrics)
+    candidates = [(n, values) for n, values, _ in runs]
+    trial = choose(candidates, spec.directions, trial_number)
+    if trial is None:
         raise ConfigError("no COMPLETE trial in MLflow yet", key="study", value=spec.name)
+    values, run = next((v, r) for n, v, r in runs if n == trial)
     config = config_of(run)
-    trial = int(run.data.tags[TRIAL_TAG])
-    scores: dict[str, Any] = {
-        spec.metric: run.data.metrics["objective"],
-        f"{spec.metric}_std": run.data.metrics.get("objective_std", 0.0),
-    }
+    scores: dict[str, Any] = dict(zip(spec.measures, values, strict=True))
+    scores[f"{spec.metric}_std"] = run.data.metrics.get("objective_std", 0.0)
     finals = tracker.find_runs(
         "final",
         f"tags.`{TRIAL_TAG}` = '{trial}'",
@@ -59,15 +66,23 @@ def best_config_document(spec: StudySpec, fmt: str = "toml") -> str:
                     "mlflow_run_id": run.info.run_id,
                     "scores": scores,
                     "config": config.to_flat(),
+                    **_front_json(spec, candidates),
                 },
                 indent=2,
             )
             + "\n"
         )
+    which = "best configuration" if trial_number is None else "configuration"
     header = [
-        f"# best configuration of study {spec.name!r}, read from MLflow",
+        f"# {which} of study {spec.name!r}, read from MLflow",
         f"# trial {trial} (MLflow run {run.info.run_id})",
     ]
+    if spec.multi_objective:
+        header += [
+            f"# {line}"
+            for text in front_summary(spec, candidates, trial)
+            for line in text.splitlines()
+        ]
     header += [
         f"#   {k} = {v:.6g}" if isinstance(v, float) else f"#   {k} = {v}"
         for k, v in scores.items()
@@ -76,8 +91,28 @@ def best_config_document(spec: StudySpec, fmt: str = "toml") -> str:
     return "\n".join(header) + "\n\n" + config.to_toml()
 
 
+def study_front(spec: StudySpec, trial_number: int | None = None) -> str:
+    """A multi-objective study's Pareto front from MLflow, as ``best`` prints it."""
+    runs = Tracker(spec.name, create=False).complete_trial_runs(spec.objective_metrics)
+    candidates = [(n, values) for n, values, _ in runs]
+    return "\n".join(front_summary(spec, candidates, trial_number))
+
+
+def _front_json(spec: StudySpec, candidates: list[tuple[int, tuple]]) -> dict[str, Any]:
+    if not spec.multi_objective:
+        return {}
+    front = pareto_front(candidates, spec.directions)
+    return {
+        "objectives": [{"measure": o.measure, "direction": o.direction} for o in spec.objectives],
+        "pareto_front": [{"trial": n, **dict(zip(spec.measures, v))} for n, v in front],
+    }
+
+
 def best_value(study: optuna.Study) -> float | None:
-    """The study's best objective value, or None before its first COMPLETE trial."""
+    """The study's best objective value, or None before its first COMPLETE trial and for
+    a multi-objective study."""
+    if len(study.directions) > 1:
+        return None
     try:
         return study.best_value
     except ValueError:
@@ -85,7 +120,8 @@ def best_value(study: optuna.Study) -> float | None:
 
 
 def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) -> list[tuple]:
-    """One row per study file: name, dataset, sampler, space size, done/target, best."""
+    """One row per study file: name, dataset, sampler, space size, done/target, best (the
+    best value, or the size of a multi-objective study's Pareto front)."""
     import optuna
 
     from search.store import finished_count, journal_path, open_storage
@@ -105,7 +141,11 @@ def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) 
                 study = optuna.load_study(study_name=spec.name, storage=storage)
                 done = finished_count(study)
                 value = best_value(study)
-                best = "-" if value is None else f"{value:.4f}"
+                if spec.multi_objective:  # several objectives: a front, no best value
+                    front = len(study.best_trials)
+                    best = f"front of {front}" if front else "-"
+                else:
+                    best = "-" if value is None else f"{value:.4f}"
             except (ConfigError, KeyError):  # no such storage, or no such study in it
                 pass
         rows.append(

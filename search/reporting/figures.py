@@ -4,8 +4,10 @@ reading the store is left to their callers."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+from optuna.study import StudyDirection  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 if TYPE_CHECKING:
     from search.ablation import AblationOutcome
@@ -113,18 +116,29 @@ def curves_png(histories: dict[str, list], path: Path, title: str) -> Path:
 def study_figures(study: optuna.Study) -> dict[str, Any]:
     """Optuna's history, importance, parallel-coordinate and intermediate-value plots, for
     those the study has enough trials for (importance needs 2 COMPLETE trials and a
-    searched parameter, as in optuna-dashboard)."""
+    searched parameter, as in optuna-dashboard), and the Pareto front of a study with
+    several objectives (whose history and parallel coordinates show the first one)."""
     import optuna.visualization as vis
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     figures: dict[str, Any] = {}
+    first: dict[str, Any] = {}
+    if len(study.directions) > 1:
+        names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+        first = {"target": lambda t: t.values[0], "target_name": names[0]}
+        if complete:
+            figures["pareto_front"] = vis.plot_pareto_front(study, target_names=names)
     if complete:
-        figures["optimization_history"] = vis.plot_optimization_history(study)
+        figures["optimization_history"] = vis.plot_optimization_history(study, **first)
         if any(t.params for t in complete):
-            figures["parallel_coordinate"] = vis.plot_parallel_coordinate(study)
+            figures["parallel_coordinate"] = vis.plot_parallel_coordinate(study, **first)
     if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
+        lowered = {"target": _lower_is_better(study)} if first else {}
         try:
-            figures["param_importances"] = vis.plot_param_importances(study)
+            with _target_sign_handled():
+                figures["param_importances"] = vis.plot_param_importances(
+                    study, **lowered, target_name=first.get("target_name", "Objective Value")
+                )
         except (ValueError, RuntimeError):  # e.g. every complete trial has the same params
             pass
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
@@ -132,13 +146,30 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
     return figures
 
 
+def _lower_is_better(study: optuna.Study) -> Callable[[FrozenTrial], float]:
+    """The first objective as importance evaluators want a target: lower is better (what
+    PED-ANOVA assumes once a target is given), so a maximized value is negated."""
+    if study.directions[0] == StudyDirection.MAXIMIZE:
+        return lambda t: -t.values[0]
+    return lambda t: t.values[0]
+
+
+@contextlib.contextmanager
+def _target_sign_handled() -> Iterator[None]:
+    """PED-ANOVA warns on every call with a target that it favours low values; that is
+    what ``_lower_is_better`` gives it, so the warning would only confuse users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+        yield
+
+
 def history_png(study: optuna.Study, metric: str, maximize: bool, path: Path) -> Path:
-    """Each COMPLETE trial's value, pruned trials at their last reported value, and the
-    best value so far."""
+    """Each COMPLETE trial's value (of the first objective), pruned trials at their last
+    reported value, and the best value so far."""
     fig, ax = plt.subplots(figsize=(7, 4))
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED and t.intermediate_values]
-    ax.scatter([t.number for t in complete], [t.value for t in complete], label="complete")
+    ax.scatter([t.number for t in complete], [t.values[0] for t in complete], label="complete")
     ax.scatter(
         [t.number for t in pruned],
         [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
@@ -148,8 +179,8 @@ def history_png(study: optuna.Study, metric: str, maximize: bool, path: Path) ->
     )
     best, xs, ys = None, [], []
     for t in complete:
-        if best is None or (t.value > best if maximize else t.value < best):
-            best = t.value
+        if best is None or (t.values[0] > best if maximize else t.values[0] < best):
+            best = t.values[0]
         xs.append(t.number)
         ys.append(best)
     ax.step(xs, ys, where="post", color="red", label="best so far")
@@ -163,12 +194,15 @@ def history_png(study: optuna.Study, metric: str, maximize: bool, path: Path) ->
 
 
 def importance_png(study: optuna.Study, path: Path) -> Path | None:
-    """Optuna's default parameter importance (PED-ANOVA in Optuna 5), COMPLETE trials only."""
+    """Optuna's default parameter importance (PED-ANOVA in Optuna 5), COMPLETE trials only;
+    for the first objective of a multi-objective study."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2 or not any(t.params for t in complete):
         return None
     try:
-        importance = optuna.importance.get_param_importances(study)
+        target = _lower_is_better(study) if len(study.directions) > 1 else None
+        with _target_sign_handled():
+            importance = optuna.importance.get_param_importances(study, target=target)
     except (ValueError, RuntimeError):
         return None
     names = list(importance)[::-1]
@@ -183,7 +217,7 @@ def importance_png(study: optuna.Study, path: Path) -> Path | None:
 
 def parallel_png(study: optuna.Study, metric: str, path: Path) -> Path | None:
     """Parallel coordinates of COMPLETE trials: one axis per parameter (scaled to [0, 1];
-    log-scaled when the distribution is), lines coloured by the objective."""
+    log-scaled when the distribution is), lines coloured by the (first) objective."""
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.params]
     if not complete:
         return None
@@ -202,7 +236,7 @@ def parallel_png(study: optuna.Study, metric: str, path: Path) -> Path | None:
             hi = np.log10(dist.high) if log else dist.high
         columns.append((np.array(values, dtype=float) - lo) / ((hi - lo) or 1))
     data = np.stack(columns, axis=1)
-    values = np.array([t.value for t in complete])
+    values = np.array([t.values[0] for t in complete])
     colours = plt.cm.viridis((values - values.min()) / ((values.max() - values.min()) or 1))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
     for row, colour in zip(data, colours):
@@ -234,6 +268,94 @@ def best_curves_png(series: Mapping[str, Sequence[Any]], path: Path, title: str)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pareto_png(
+    measures: Sequence[str],
+    directions: Sequence[str],
+    points: Sequence[tuple[int, Sequence[float]]],
+    front: set[int],
+    retrained: Mapping[int, tuple[float, float, int]],
+    path: Path,
+) -> Path:
+    """A multi-objective study's COMPLETE trials: the validation measure (the first one)
+    against each cost measure (one panel each; against each other objective when there is
+    no cost), the Pareto front highlighted and joined, and the retrained trials marked with
+    their test accuracy (``retrained``: trial -> (mean, sd, seeds))."""
+    from search.study.objectives import COST_MEASURES, MEASURES, VALIDATION_MEASURES
+
+    y = next(i for i, m in enumerate(measures) if m in VALIDATION_MEASURES)
+    xs = [i for i, m in enumerate(measures) if m in COST_MEASURES] or [
+        i for i in range(len(measures)) if i != y
+    ]
+    fig, axes = plt.subplots(1, len(xs), figsize=(6.5 * len(xs), 4.8), squeeze=False)
+    scale = 100 if measures[y] in ("val_acc", "val_top5") else 1
+    for ax, x in zip(axes[0], xs):
+        others = [p for p in points if p[0] not in front]
+        on = sorted((p for p in points if p[0] in front), key=lambda p: p[1][x])
+        ax.scatter(
+            [p[1][x] for p in others],
+            [p[1][y] * scale for p in others],
+            color="#9aa5b1",
+            label="dominated",
+        )
+        ax.plot(
+            [p[1][x] for p in on],
+            [p[1][y] * scale for p in on],
+            "o-",
+            color="#d62728",
+            label=f"Pareto front ({len(on)})",
+        )
+        for number, values in on:
+            ax.annotate(
+                str(number),
+                (values[x], values[y] * scale),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        for number, (mean, sd, seeds) in retrained.items():
+            values = next((v for n, v in points if n == number), None)
+            if values is None:
+                continue
+            ax.scatter(
+                [values[x]],
+                [values[y] * scale],
+                marker="*",
+                s=250,
+                color="gold",
+                edgecolors="black",
+                zorder=5,
+            )
+            ax.annotate(
+                f"trial {number}: test {100 * mean:.2f} ± {100 * sd:.2f}% ({seeds} seeds)",
+                (values[x], values[y] * scale),
+                fontsize=8,
+                xytext=(6, -14),
+                textcoords="offset points",
+            )
+        ax.scatter(
+            [],
+            [],
+            marker="*",
+            s=120,
+            color="gold",
+            edgecolors="black",
+            label="retrained (test accuracy)",
+        )
+        if measures[x] in ("params", "train_flops"):
+            ax.set_xscale("log")
+        ax.set(
+            xlabel=f"{measures[x]}: {MEASURES[measures[x]][1]}",
+            ylabel=f"{measures[y]}{' (%)' if scale == 100 else ''} ({directions[y]})",
+            title=f"{measures[y]} against {measures[x]}",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -9,11 +9,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import optuna
+from optuna.trial import TrialState
+
 from search.engine import open_study
 from search.reporting.exports import best_value
-from search.reporting.figures import best_curves_png, history_png, importance_png, parallel_png
+from search.reporting.figures import (
+    best_curves_png,
+    history_png,
+    importance_png,
+    parallel_png,
+    pareto_png,
+)
+from search.reporting.pareto import front_table
 from search.store import TRIAL_TAG, Tracker, state_counts
 from search.study import StudySpec
+from search.study.objectives import pareto_front, preferred
 
 CURVES = ("train_loss", "val_loss", "train_acc", "val_acc")  # the metrics best_curves_png draws
 
@@ -29,12 +40,61 @@ def _download(tracker: Tracker, run_id: str, artifact: str, dest: Path, name: st
     return dest / name
 
 
+def _chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The trial ``retrain`` picks by default (the best; with several objectives the
+    front's best on the first one)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    directions = [d.name.lower() for d in study.directions]
+    number = preferred([(t.number, t.values) for t in complete], directions)
+    return next((t for t in complete if t.number == number), None)
+
+
+def retrained_trials(tracker: Tracker) -> dict[int, tuple[float, float, int]]:
+    """Trial -> (test accuracy mean, sd, seeds) of its latest finished final retrain."""
+    out: dict[int, tuple[float, float, int]] = {}
+    for run in tracker.find_runs("final", order_by=["attributes.start_time ASC"]):
+        m = run.data.metrics
+        if run.info.status == "FINISHED" and "test_accuracy_mean" in m:
+            seeds = len([s for s in run.data.tags.get("seeds", "").split(",") if s])
+            trial = int(run.data.tags[TRIAL_TAG])
+            out[trial] = (m["test_accuracy_mean"], m["test_accuracy_std"], seeds)
+    return out
+
+
+def pareto_section(spec: StudySpec, study: optuna.Study, tracker: Tracker, out: Path) -> list[str]:
+    """The front as a table (with the test accuracy of retrained trials) and its PNG."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return []
+    points = [(t.number, t.values) for t in complete]
+    front = {n for n, _ in pareto_front(points, spec.directions)}
+    retrained = retrained_trials(tracker)
+    extra = {
+        n: f"{100 * m:.2f} ± {100 * sd:.2f}% ({k} seeds)" for n, (m, sd, k) in retrained.items()
+    }
+    png = pareto_png(spec.measures, spec.directions, points, front, retrained, out / "pareto.png")
+    return [
+        "## Pareto front",
+        "",
+        f"{len(front)} of {len(complete)} complete trials are on the front "
+        f"({', '.join(map(str, spec.objectives))}); * marks the trial `retrain`, `best` and "
+        f"`ablate` pick by default.",
+        "",
+        "```",
+        front_table(spec, points, extra=extra),
+        "```",
+        "",
+        f"![Pareto front]({png.name})",
+        "",
+    ]
+
+
 def write_report(spec: StudySpec, out: Path, storage: str | None = None) -> Path:
     """Write ``out/report.md`` and its PNGs; returns the markdown file's path."""
     study = open_study(spec, storage, create=False)
     tracker = Tracker(spec.name, create=False)
     out.mkdir(parents=True, exist_ok=True)
-    maximize = spec.direction == "maximize"
+    maximize = spec.directions[0] == "maximize"
     counts = state_counts(study)
     lines = [
         f"# Study `{spec.name}`",
@@ -42,7 +102,12 @@ def write_report(spec: StudySpec, out: Path, storage: str | None = None) -> Path
         spec.description or "",
         "",
         f"- dataset: {spec.dataset}; sampler: {spec.sampler} (seed {spec.seed}); "
-        f"pruner: {spec.pruner}; metric: {spec.metric} ({spec.direction})",
+        f"pruner: {spec.pruner}; "
+        + (
+            f"objectives: {', '.join(map(str, spec.objectives))}"
+            if spec.multi_objective
+            else f"metric: {spec.metric} ({spec.direction})"
+        ),
         f"- trials: {counts['complete']} complete, {counts['pruned']} pruned, "
         f"{counts['failed']} failed (target {spec.n_trials})",
     ]
@@ -52,20 +117,24 @@ def write_report(spec: StudySpec, out: Path, storage: str | None = None) -> Path
         lines.append(f"- best trial {bt.number}: {spec.metric} = {best:.4f}")
         lines += [f"  - `{k}` = {v}" for k, v in bt.params.items()]
     lines.append("")
+    if spec.multi_objective:
+        lines += pareto_section(spec, study, tracker, out)
     sections = [
-        ("Optimization history", history_png(study, spec.metric, maximize, out / "history.png")),
+        (
+            "Optimization history",
+            history_png(study, spec.measures[0], maximize, out / "history.png"),
+        ),
         ("Parameter importance", importance_png(study, out / "importance.png")),
-        ("Parallel coordinates", parallel_png(study, spec.metric, out / "parallel.png")),
+        ("Parallel coordinates", parallel_png(study, spec.measures[0], out / "parallel.png")),
     ]
-    if best is not None and "mlflow_run_id" in study.best_trial.user_attrs:
-        run_id = study.best_trial.user_attrs["mlflow_run_id"]
+    chosen = _chosen_trial(study)
+    if chosen is not None and "mlflow_run_id" in chosen.user_attrs:
+        run_id = chosen.user_attrs["mlflow_run_id"]
         series = {key: tracker.client.get_metric_history(run_id, key) for key in CURVES}
         sections.append(
             (
                 "Best trial's learning curves",
-                best_curves_png(
-                    series, out / "best_curves.png", f"trial {study.best_trial.number}"
-                ),
+                best_curves_png(series, out / "best_curves.png", f"trial {chosen.number}"),
             )
         )
     for title, png in sections:

@@ -239,22 +239,38 @@ class SearchProgress:
         self.echo(
             f"{self.prefix}  trial {e.trial}{fold} epoch {e.stats.epoch}/{e.epochs}  "
             f"loss {e.stats.train_loss:.4f}  {e.metric} {value}"
-            f"  best {metric_text(e.metric, e.best)}  {e.stats.seconds:.1f}s"
+            f"{'' if self.spec.multi_objective else f'  best {metric_text(e.metric, e.best)}'}"
+            f"  {e.stats.seconds:.1f}s"
         )
 
     def trial(self, e: TrialEvent) -> None:
+        from search.reporting.pareto import values_text
+
         metric, c = self.spec.metric, e.counts
+        complete = (
+            values_text(list(e.values), list(e.values.values()))
+            if e.values and self.spec.multi_objective
+            else f"{metric} {metric_text(metric, e.value)}"
+        )
         what = {
-            "COMPLETE": f"complete, {metric} {metric_text(metric, e.value)}",
+            "COMPLETE": f"complete, {complete}",
             "PRUNED": "pruned",
             "FAIL": f"FAILED ({e.reason})",
         }.get(e.state, e.state)
         retry = f" (retry of {e.retry_of})" if e.retry_of is not None else ""
+        warm = f" (warm start from {e.warm_start_from})" if e.warm_start_from else ""
+        best = (
+            f"Pareto front {e.front or 0} trial(s)"
+            if self.spec.multi_objective
+            else f"best {metric_text(metric, e.best)}"
+        )
         self.echo(
-            f"{self.prefix}trial {e.trial}{retry} {what}   best "
-            f"{metric_text(metric, e.best)}   "
+            f"{self.prefix}trial {e.trial}{retry}{warm} {what}   {best}   "
             f"[{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed]"
         )
+
+    def warning(self, line: str) -> None:
+        self.echo(f"{self.prefix}{line}", err=True)
 
     def waiting(self, running: int) -> None:
         self.echo(
@@ -304,9 +320,13 @@ def study_summary(spec: StudySpec, study: optuna.Study) -> str:
         f"\nstudy {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, "
         f"{counts['failed']} failed"
     ]
-    complete = [t for t in study.trials if t.value is not None]
+    complete = [t for t in study.trials if t.values is not None]
     if not complete:
         return "\n".join(lines + ["no COMPLETE trial yet"])
+    if spec.multi_objective:
+        from search.reporting.pareto import front_summary
+
+        return "\n".join(lines + front_summary(spec, [(t.number, t.values) for t in complete]))
     top = sorted(complete, key=lambda t: t.value, reverse=spec.direction == "maximize")[:5]
     best = top[0]
     lines.append(f"best trial {best.number}: {spec.metric} {metric_text(spec.metric, best.value)}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,20 +189,15 @@ class Tracker:
         self.client.log_artifacts(run_id, str(path), artifact_dir)
 
     # reading back ------------------------------------------------------------------
-    def best_trial_run(self, direction: str) -> Any | None:
-        """The COMPLETE trial run with the best objective value (read from MLflow); of
-        equal values the earliest trial, as Optuna's ``best_trial`` picks."""
-        sign = 1.0 if direction == "maximize" else -1.0
-        runs = [
-            r
-            for r in self.find_runs("trial", f"tags.`{STATE_TAG}` = 'COMPLETE'", max_results=50000)
-            if "objective" in r.data.metrics
+    def complete_trial_runs(self, metrics: Sequence[str]) -> list[tuple[int, tuple, Any]]:
+        """``(trial number, values of metrics, run)`` of every COMPLETE trial run that
+        logged all of ``metrics`` (the study's objective values), read from MLflow."""
+        runs = self.find_runs("trial", f"tags.`{STATE_TAG}` = 'COMPLETE'", max_results=50000)
+        return [
+            (int(r.data.tags[TRIAL_TAG]), tuple(r.data.metrics[m] for m in metrics), r)
+            for r in runs
+            if all(m in r.data.metrics for m in metrics)
         ]
-        return max(
-            runs,
-            default=None,
-            key=lambda r: (sign * r.data.metrics["objective"], -int(r.data.tags[TRIAL_TAG])),
-        )
 
 
 def _create_sqlite_store(db: Path) -> None:

@@ -17,10 +17,15 @@ from typing import Any
 from search.config import DATASETS, FLAT_KEYS, TrialConfig, coerce
 from search.errors import ConfigError, did_you_mean
 from search.study.model_checks import ModelChecks
-from search.study.optuna_factory import PRUNERS, SAMPLERS, check_args
+from search.study.objectives import DIRECTIONS, MEASURES, VALIDATION_MEASURES, ObjectiveSpec
+from search.study.optuna_factory import (
+    PRUNERS,
+    SAMPLERS,
+    SINGLE_OBJECTIVE_SAMPLERS,
+    check_args,
+)
 from search.study.space_section import SpaceReader
 from search.study.spec import (
-    DIRECTIONS,
     METRICS,
     RETRAIN_KEYS,
     SECTIONS,
@@ -29,6 +34,7 @@ from search.study.spec import (
     ParamSpec,
     RetrainSpec,
     StudySpec,
+    WarmStartSpec,
 )
 from search.study.table_reader import NO_VALUE, is_int, is_number
 
@@ -109,8 +115,9 @@ class _Parser(SpaceReader, ModelChecks):
         allowed: tuple[str, ...],
         default: str | None,
         what: str,
+        prefix: str = "study",
     ) -> str:
-        key = f"study.{name}"
+        key = f"{prefix}.{name}"
         if name not in table:
             if default is None:
                 raise self.error("is required", key)
@@ -134,20 +141,35 @@ class _Parser(SpaceReader, ModelChecks):
         self.check_keys(study, STUDY_KEYS, "study")
 
         dataset = self.choice(study, "dataset", DATASETS, None, "dataset")
-        metric = self.choice(study, "metric", tuple(METRICS), "val_acc", "metric")
-        direction = self.choice(study, "direction", DIRECTIONS, METRICS[metric], "direction")
-        if direction != METRICS[metric]:
-            raise self.error(
-                f"metric {metric} must be {METRICS[metric]}d, not {direction}d",
-                "study.direction",
-                direction,
-            )
+        objectives = self.objectives(study)
+        metric, direction = next(
+            (o.measure, o.direction) for o in objectives if o.measure in VALIDATION_MEASURES
+        )
         n_trials = self.integer(study, "n_trials", "study", NO_VALUE, 1)
         timeout = study.get("timeout", 0)
         if not is_number(timeout) or timeout < 0:
             raise self.error("expected seconds >= 0 (0 = no timeout)", "study.timeout", timeout)
+        multi = len(objectives) > 1
         sampler = self.choice(study, "sampler", tuple(SAMPLERS), "tpe", "sampler")
-        pruner = self.choice(study, "pruner", tuple(PRUNERS), "hyperband", "pruner")
+        if multi and sampler in SINGLE_OBJECTIVE_SAMPLERS:
+            raise self.error(
+                f"{SAMPLERS[sampler].__name__} optimizes one objective only; with several "
+                f"objectives use one of: "
+                f"{', '.join(s for s in SAMPLERS if s not in SINGLE_OBJECTIVE_SAMPLERS)}",
+                "study.sampler",
+                sampler,
+            )
+        # Optuna cannot prune a multi-objective study (Trial.report is single-objective)
+        pruner = self.choice(
+            study, "pruner", tuple(PRUNERS), "none" if multi else "hyperband", "pruner"
+        )
+        if multi and pruner != "none":
+            raise self.error(
+                'Optuna cannot prune a study with several objectives: set pruner = "none" '
+                "or leave it out",
+                "study.pruner",
+                pruner,
+            )
         seed = self.integer(study, "seed", "study", 0, 0)
         description = study.get("description", "")
         if not isinstance(description, str):
@@ -191,7 +213,80 @@ class _Parser(SpaceReader, ModelChecks):
             retrain=self.retrain(self.table(doc, "retrain", ""), fixed, space),
             ablations=ablations,
             description=description,
+            objectives=objectives,
+            warm_start=self.warm_start(study, path),
         )
+
+    def objectives(self, study: Mapping[str, Any]) -> tuple[ObjectiveSpec, ...]:
+        """``metric`` + ``direction`` (one objective), or ``objectives``: a list of
+        ``{ measure = ..., direction = ... }`` tables (one or more)."""
+        if "objectives" not in study:
+            metric = self.choice(study, "metric", tuple(METRICS), "val_acc", "metric")
+            direction = self.choice(study, "direction", DIRECTIONS, METRICS[metric], "direction")
+            return (self.objective(metric, direction, "study.direction"),)
+        for single in ("metric", "direction"):
+            if single in study:
+                raise self.error(
+                    "give either metric + direction (one objective) or objectives, not both",
+                    f"study.{single}",
+                    study[single],
+                )
+        raw = study["objectives"]
+        example = '[{ measure = "val_acc", direction = "maximize" }, ...]'
+        if not isinstance(raw, list) or not raw or not all(isinstance(o, dict) for o in raw):
+            raise self.error(f"expected a list of tables: {example}", "study.objectives", raw)
+        out: list[ObjectiveSpec] = []
+        for i, entry in enumerate(raw):
+            where = f"study.objectives[{i}]"
+            self.check_keys(entry, ("measure", "direction"), where)
+            measure = self.choice(entry, "measure", tuple(MEASURES), None, "measure", where)
+            if "direction" not in entry:
+                raise self.error(
+                    f"is required: maximize or minimize (a {measure} objective is "
+                    f"{MEASURES[measure][0]}d)",
+                    f"{where}.direction",
+                )
+            direction = self.choice(entry, "direction", DIRECTIONS, None, "direction", where)
+            if any(o.measure == measure for o in out):
+                raise self.error("each measure may appear once", f"{where}.measure", measure)
+            out.append(self.objective(measure, direction, f"{where}.direction"))
+        if not any(o.measure in VALIDATION_MEASURES for o in out):
+            raise self.error(
+                f"needs a validation measure ({', '.join(VALIDATION_MEASURES)}) among the "
+                f"objectives: costs alone would favour an untrained model",
+                "study.objectives",
+                [o.measure for o in out],
+            )
+        return tuple(out)
+
+    def objective(self, measure: str, direction: str, key: str) -> ObjectiveSpec:
+        natural = MEASURES[measure][0]
+        if direction != natural:
+            raise self.error(f"{measure} must be {natural}d, not {direction}d", key, direction)
+        return ObjectiveSpec(measure, direction)
+
+    def warm_start(self, study: Mapping[str, Any], path: Path) -> WarmStartSpec | None:
+        """``warm_start = { study = "NAME", top = K }`` or ``{ study = "NAME", front = true }``."""
+        if "warm_start" not in study:
+            return None
+        table = self.table(study, "warm_start", "study")
+        self.check_keys(table, ("study", "top", "front"), "study.warm_start")
+        source = table.get("study")
+        if not isinstance(source, str) or not source:
+            raise self.error("expected the name of another study", "study.warm_start.study", source)
+        if source == path.stem:
+            raise self.error(
+                "a study cannot warm-start from itself", "study.warm_start.study", source
+            )
+        front = table.get("front", False)
+        if not isinstance(front, bool):
+            raise self.error("expected true or false", "study.warm_start.front", front)
+        if front and "top" in table:
+            raise self.error(
+                "give either top = K or front = true", "study.warm_start.top", table["top"]
+            )
+        top = None if front else self.integer(table, "top", "study.warm_start", 5, 1)
+        return WarmStartSpec(source, top)
 
     def fixed(self, table: dict[str, Any], dataset: str) -> dict[str, Any]:
         """Flat, coerced fixed values, plus ``data.dataset`` from ``study.dataset``."""

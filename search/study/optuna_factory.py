@@ -25,7 +25,11 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "cmaes": optuna.samplers.CmaEsSampler,
     "qmc": optuna.samplers.QMCSampler,
     "grid": optuna.samplers.GridSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
 }
+# Samplers Optuna refuses on a study with several objectives.
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "asha": optuna.pruners.SuccessiveHalvingPruner,

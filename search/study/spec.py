@@ -20,11 +20,11 @@ from typing import Any
 import optuna
 
 from search.config import TrialConfig
+from search.study.objectives import VALIDATION_MEASURES, ObjectiveSpec
 from search.study.optuna_factory import pruner_kwargs
 
 # metric -> the only direction that makes sense for it
-METRICS = {"val_acc": "maximize", "val_loss": "minimize", "val_top5": "maximize"}
-DIRECTIONS = ("maximize", "minimize")
+METRICS = {m: direction for m, (direction, _) in VALIDATION_MEASURES.items()}
 
 SECTIONS = ("study", "fixed", "space", "retrain", "ablation")
 STUDY_KEYS = (
@@ -39,6 +39,8 @@ STUDY_KEYS = (
     "description",
     "sampler_args",
     "pruner_args",
+    "objectives",
+    "warm_start",
 )
 RETRAIN_KEYS = ("epochs", "seeds")
 PARAM_TYPES = ("categorical", "int", "float")
@@ -173,8 +175,22 @@ class RetrainSpec:
 
 
 @dataclass(frozen=True)
+class WarmStartSpec:
+    """Start from another study's best configurations: its ``top`` best trials on its
+    first objective, or its whole Pareto front (``top`` None)."""
+
+    study: str
+    top: int | None = 5
+
+    def __str__(self) -> str:
+        return f"{self.study}:{'front' if self.top is None else f'top{self.top}'}"
+
+
+@dataclass(frozen=True)
 class StudySpec:
-    """A loaded, validated study file."""
+    """A loaded, validated study file. ``metric`` and ``direction`` are the validation
+    metric the pruner and the progress lines follow: the only objective of a
+    single-objective study, the first validation measure of a multi-objective one."""
 
     name: str
     path: Path
@@ -193,6 +209,31 @@ class StudySpec:
     retrain: RetrainSpec
     ablations: tuple[AblationSpec, ...]
     description: str = ""
+    objectives: tuple[ObjectiveSpec, ...] = ()  # () = the one objective (metric, direction)
+    warm_start: WarmStartSpec | None = None
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            object.__setattr__(self, "objectives", (ObjectiveSpec(self.metric, self.direction),))
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def measures(self) -> list[str]:
+        return [o.measure for o in self.objectives]
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        """The MLflow metrics of a trial run that hold its objective values."""
+        if self.multi_objective:
+            return [f"objective.{m}" for m in self.measures]
+        return ["objective"]
 
     def base_config(self) -> TrialConfig:
         """The fixed values on top of the defaults: what every trial starts from.
@@ -234,6 +275,8 @@ class StudySpec:
             "pruner_args": json.dumps(pruner_kwargs(self), sort_keys=True),
             "direction": self.direction,
             "metric": self.metric,
+            "objectives": ",".join(map(str, self.objectives)),
+            "warm_start": "none" if self.warm_start is None else str(self.warm_start),
             "n_trials": str(self.n_trials),
             "timeout": "none" if self.timeout is None else f"{self.timeout:g}",
             "optuna_version": optuna.__version__,

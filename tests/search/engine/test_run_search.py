@@ -296,3 +296,20 @@ def test_a_sqlite_tracking_uri_with_a_query_is_created_and_reused(tmp_path):
     assert db.exists() and not db.with_name("mlflow.db.creating").exists()
     run_id = first.study_run({})
     assert Tracker("q", uri).study_run({}) == run_id  # the same store, opened again
+
+
+def test_a_stored_study_with_other_objectives_is_refused(workdir, tmp_path):
+    # Optuna keeps a study's directions for good: a file whose objectives changed since the
+    # study was created must not silently optimize the stored directions
+    first = load_study(str(write_study(tmp_path / "a", "same")))
+    engine.open_study(first, None)
+    objectives = [
+        {"measure": "val_acc", "direction": "maximize"},
+        {"measure": "params", "direction": "minimize"},
+    ]
+    changed = load_study(str(write_study(tmp_path / "b", "same", study={"objectives": objectives})))
+    with pytest.raises(ConfigError, match="stored study optimizes 1 objective.*maximize"):
+        engine.open_study(changed, None)
+    flipped = load_study(str(write_study(tmp_path / "c", "same", study={"metric": "val_loss"})))
+    with pytest.raises(ConfigError, match="study.objectives.*val_loss:minimize"):
+        engine.open_study(flipped, None, create=False)

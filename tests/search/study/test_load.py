@@ -23,6 +23,7 @@ SHIPPED = [
     "cifar10-grid",
     "cifar10-seresnet",
     "cifar100-architectures",
+    "cifar100-efficiency",
     "cifar100-seresnet",
     "smoke",
 ]
@@ -96,6 +97,20 @@ def test_cifar100_seresnet_contents():
     lr = next(p for p in spec.space if p.key == "optim.lr")
     assert (lr.type, lr.low, lr.high, lr.log) == ("float", 0.02, 0.4, True)
     assert spec.space_size() is None  # lr is continuous
+
+
+def test_efficiency_study_is_accuracy_against_size_and_speed():
+    spec = load_study("cifar100-efficiency")
+    assert spec.multi_objective and spec.pruner == "none"
+    assert [str(o) for o in spec.objectives] == [
+        "val_acc:maximize",
+        "params:minimize",
+        "inference_ms:minimize",
+    ]
+    models = next(p for p in spec.space if p.key == "model.name").choices
+    for family in ("resnet20", "resnet56", "eca_resnet20", "ghost_resnet20", "se_resnet18"):
+        assert family in models
+    assert "densenet121" in models
 
 
 def test_grid_and_smoke_studies():
@@ -199,6 +214,8 @@ set = { "model.attention" = "none" }
         ("gp", optuna.samplers.GPSampler),
         ("cmaes", optuna.samplers.CmaEsSampler),
         ("qmc", optuna.samplers.QMCSampler),
+        ("nsga2", optuna.samplers.NSGAIISampler),
+        ("nsga3", optuna.samplers.NSGAIIISampler),
     ],
 )
 def test_every_sampler_is_built(tmp_path: Path, name: str, cls: type):
