@@ -40,7 +40,7 @@ class Commands(click.Group):
 
 def configure_libraries() -> None:
     """What every command starts with (the group's callback): warnings as one line, like our
-    errors; Optuna quiet; MLflow failing fast and without progress bars."""
+    errors; Optuna quiet; MLflow failing fast, without progress bars or INFO lines."""
     import warnings
 
     import optuna
@@ -56,6 +56,10 @@ def configure_libraries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm noise
+    # The tool's output is its own: no "Creating initial MLflow database tables..." on a
+    # first run. Read by MLflow when it is imported (later, by the commands that need it),
+    # and inherited by the worker processes of `search --workers`.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 class CommaList(click.ParamType):

@@ -177,3 +177,17 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     env = {**os.environ, "CIFAR_NO_DOWNLOAD": "1"}
     proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path), env=env)
     assert_one_line_error(proc, "cifar-10-batches-py", str(tmp_path))
+
+
+def test_a_first_search_prints_only_the_tools_own_lines(study_file, tmp_path):
+    # A fresh interpreter, as a user starts it: MLflow configures its loggers when imported,
+    # so only a new process shows whether its INFO lines ("Creating initial MLflow database
+    # tables...") reach the output on a first run, when the store is created.
+    path = study_file("quiet", study={"n_trials": 1}, retrain={"epochs": 1})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = run_cli("search", "--study", str(path), "--device", "cpu", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mlruns" / "mlflow.db").exists()  # the store was created by this run
+    output = proc.stdout + proc.stderr
+    assert "mlflow" not in output.replace("MLflow run", "").lower(), output
+    assert " INFO " not in output, output
