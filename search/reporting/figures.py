@@ -252,9 +252,9 @@ def parallel_png(study: optuna.Study, metric: str, path: Path) -> Path | None:
 
 def best_curves_png(series: Mapping[str, Sequence[Any]], path: Path, title: str) -> Path | None:
     """A trial's per-epoch training and validation loss and accuracy: ``series`` maps
-    ``train_loss``, ``val_loss``, ``train_acc`` and ``val_acc`` to MLflow metric points (with
-    ``step`` = epoch and ``value``)."""
-    if not series["train_loss"]:
+    ``train_loss``, ``val_loss``, ``train_acc`` and ``val_acc`` (or ``fold<k>.``-prefixed
+    ones, a line per fold) to MLflow metric points (with ``step`` = epoch and ``value``)."""
+    if not any(series.values()):
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, points in series.items():

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -38,6 +40,27 @@ def _download(tracker: Tracker, run_id: str, artifact: str, dest: Path, name: st
             return None
         shutil.copy(local, dest / name)
     return dest / name
+
+
+def trial_curves(
+    tracker: Tracker, run_id: str, trial: optuna.trial.FrozenTrial
+) -> dict[str, list[Any]]:
+    """A trial's learning curves from MLflow: ``CURVES``, or with ``data.kfold = k`` each
+    fold's (``fold0.val_acc``, ...), which the objective logs at step ``fold * epochs +
+    epoch``: moved back to the fold's own epochs, so that the folds overlay."""
+    config = trial.user_attrs.get("config", {})
+    folds = int(config.get("data.kfold", "0") or 0)
+    if folds < 2:
+        return {key: tracker.client.get_metric_history(run_id, key) for key in CURVES}
+    epochs = int(config.get("optim.epochs", "0"))
+    return {
+        f"fold{fold}.{key}": [
+            SimpleNamespace(step=m.step - fold * epochs, value=m.value)
+            for m in tracker.client.get_metric_history(run_id, f"fold{fold}.{key}")
+        ]
+        for fold in range(folds)
+        for key in CURVES
+    }
 
 
 def _chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -130,7 +153,7 @@ def write_report(spec: StudySpec, out: Path, storage: str | None = None) -> Path
     chosen = _chosen_trial(study)
     if chosen is not None and "mlflow_run_id" in chosen.user_attrs:
         run_id = chosen.user_attrs["mlflow_run_id"]
-        series = {key: tracker.client.get_metric_history(run_id, key) for key in CURVES}
+        series = trial_curves(tracker, run_id, chosen)
         sections.append(
             (
                 "Best trial's learning curves",
