@@ -33,6 +33,9 @@ TRIAL_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"
 REASON_TAG = "cifar_search.reason"
 RETRY_TAG = "cifar_search.retry_of"  # on a retry's run: the number of the lost trial it reruns
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, token
+# usage); this one opens it in the model-training view (runs, metrics, charts).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 class Tracker:
@@ -79,7 +82,13 @@ class Tracker:
                 artifacts = None
                 if db is not None:  # keep artifacts beside the local store
                     artifacts = (db.parent / "artifacts" / study_name).resolve().as_uri()
-                return self.client.create_experiment(study_name, artifacts)
+                return self.client.create_experiment(
+                    study_name, artifacts, {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+                )
+            if create and EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an old version
+                self.client.set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING
+                )
             return experiment.experiment_id
         except mlflow.exceptions.MlflowException as exc:
             raise ConfigError(

@@ -313,3 +313,19 @@ def test_a_stored_study_with_other_objectives_is_refused(workdir, tmp_path):
     flipped = load_study(str(write_study(tmp_path / "c", "same", study={"metric": "val_loss"})))
     with pytest.raises(ConfigError, match="study.objectives.*val_loss:minimize"):
         engine.open_study(flipped, None, create=False)
+
+
+def test_experiments_open_in_mlflows_model_training_view(workdir):
+    # MLflow 3's UI shows an experiment without this tag in its GenAI view (traces)
+    tracker = Tracker("fresh")
+    tags = tracker.client.get_experiment(tracker.experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    # an experiment made by an earlier version of the tool gets the tag on its next search
+    old = tracker.client.create_experiment("older")
+    assert "mlflow.experimentKind" not in tracker.client.get_experiment(old).tags
+    Tracker("older", create=False)  # read-only commands leave it as it is
+    assert "mlflow.experimentKind" not in tracker.client.get_experiment(old).tags
+    Tracker("older")
+    assert tracker.client.get_experiment(old).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
