@@ -215,6 +215,7 @@ def search(
                 artifacts=reporting.final_figures,
             )
         )
+        reporting.write_dashboard_notes(spec, study)
 
 
 @main.command()
@@ -250,6 +251,7 @@ def retrain(
         artifacts=reporting.final_figures,
     )
     progress.finished(outcome)
+    reporting.write_dashboard_notes(spec, study)
 
 
 @main.command()
@@ -302,6 +304,7 @@ def studies(storage: str | None) -> None:
 @cli_args.FORCE()
 @cli_args.DATA_DIR()
 @cli_args.DEVICE()
+@cli_args.STORAGE()
 @cli_args.ABLATE_OUT()
 def ablate(
     spec: StudySpec,
@@ -314,6 +317,7 @@ def ablate(
     force: bool,
     data_dir: str | None,
     device: str | None,
+    storage: str | None,
     out: str | None,
 ) -> None:
     """Rerun fixed ablations over paired seeds and say which differences are real.
@@ -340,6 +344,7 @@ def ablate(
     click.echo(reporting.ablation_summary(outcome))
     for path in reporting.write_files(outcome, Path(out)) if out else []:
         click.echo(f"wrote {path}")
+    reporting.write_dashboard_notes(spec, storage=storage)  # if the study was searched
 
 
 @main.command()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         write_train_outputs,
     )
     from search.reporting.figures import sample_grid, study_figures
+    from search.reporting.notes import write_dashboard_notes
     from search.reporting.perf_text import (
         bench_table,
         concurrency_table,
@@ -53,6 +54,7 @@ _MODULES = {
     "dashboard": ["serve_dashboard"],
     "exports": ["best_config_document", "study_front", "study_rows", "write_train_outputs"],
     "figures": ["sample_grid", "study_figures"],
+    "notes": ["write_dashboard_notes"],
     "perf_text": [
         "bench_table",
         "concurrency_table",
@@ -109,6 +111,7 @@ __all__ = [
     "summary",
     "table",
     "train_header",
+    "write_dashboard_notes",
     "write_files",
     "write_report",
     "write_study_plots",
