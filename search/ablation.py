@@ -88,6 +88,12 @@ def resolve_base(
     config file used exactly as written.
     """
     final = {"optim.epochs": spec.retrain.epochs}
+    if trial_number is not None and not spec.space:
+        raise ConfigError(
+            "this study searches nothing ([space] is empty): it has no trials to pick",
+            key="--trial",
+            value=trial_number,
+        )
     if trial_number is not None and base not in ("auto", "best"):
         raise ConfigError(
             "--trial picks a searched trial as the baseline: use it without --base",

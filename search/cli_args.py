@@ -317,8 +317,9 @@ BASE = partial(
     "--base",
     default="auto",
     show_default=True,
-    help="baseline: best (the study's best trial, from MLflow), fixed (the study "
-    "file's fixed values), auto (best if searched, else fixed) or a config FILE",
+    help="baseline: best (the study's best trial, from MLflow; with several objectives the "
+    "Pareto front's best on the first one), fixed (the study file's fixed values), auto (best "
+    "if searched, else fixed) or a config FILE",
 )
 VARIANTS = partial(
     click.option,

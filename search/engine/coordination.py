@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 HEARTBEAT_S = 20.0  # default: how often a running trial's worker says it is alive
 GRACE_BEATS = 3  # missed heartbeats after which a running trial counts as lost
 RETRY_ATTR = "retry_of"  # user attribute of a retry: the number of the lost trial it reruns
+WARM_START_FROM = "warm_start_from"  # user attribute of a warm-start trial: "<study>#<trial>"
 HOST = socket.gethostname()
 
 
@@ -175,8 +176,13 @@ def retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> No
     """Enqueue a lost trial's parameters once more, marked with ``RETRY_ATTR``; a retry
     that is lost in turn is not retried again. Also Optuna's stale-trial callback on RDB
     storages, so that both storages mark retries the same way."""
-    if RETRY_ATTR not in trial.user_attrs and trial.params:
-        study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+    # A trial lost before it suggested anything still has the parameters it was enqueued
+    # with (a warm start's); they are what a retry must run.
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    if RETRY_ATTR not in trial.user_attrs and params:
+        attrs = {RETRY_ATTR: trial.number}
+        attrs.update({k: v for k, v in trial.user_attrs.items() if k == WARM_START_FROM})
+        study.enqueue_trial(params, user_attrs=attrs)
 
 
 def fail_stale_rdb_trials(study: optuna.Study, grace: float) -> list[tuple[int, str]]:

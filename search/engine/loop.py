@@ -133,15 +133,19 @@ def open_study(
             load_if_exists=True,
         )
     stored = [d.name.lower() for d in study.directions]
-    if stored != spec.directions:
+    names = study.metric_names  # None for a study made before objectives were named
+    if stored != spec.directions or (names is not None and names != spec.measures):
+        what = ", ".join(
+            f"{n}:{d}" for n, d in zip(names or ["?"] * len(stored), stored, strict=True)
+        )
         raise ConfigError(
-            f"the stored study optimizes {len(stored)} objective(s) ({', '.join(stored)}) but "
-            f"the file now names {', '.join(map(str, spec.objectives))}: a study's objectives "
-            f"cannot change; give the changed file a new name",
+            f"the stored study optimizes {what} but the file now names "
+            f"{', '.join(map(str, spec.objectives))}: a study's objectives cannot change; "
+            f"give the changed file a new name",
             file=str(spec.path),
             key="study.objectives",
         )
-    if create and study.metric_names != spec.measures:
+    if create and names is None:
         with warnings.catch_warnings():  # experimental in Optuna 5, and stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(spec.measures)  # optuna-dashboard's axis and column names
@@ -200,7 +204,7 @@ def run_search(
     ran, parent_status, waiting = 0, "FAILED", False
     try:
         with claim:  # once per study, whichever worker gets here first
-            enqueue_warm_start(study, spec, warm_start, on_warning)
+            enqueue_warm_start(study, spec, warm_start, on_warning, target)
         while deadline is None or time.monotonic() < deadline:
             with claim:  # count + create the next trial atomically across workers
                 lost = (
@@ -209,11 +213,7 @@ def run_search(
                     else fail_lost_trials(study, grace)
                 )
                 for number, reason in lost:
-                    on_trial(
-                        TrialEvent(
-                            number, "FAIL", None, reason, best_value(study), state_counts(study), {}
-                        )
-                    )
+                    on_trial(_lost_event(study, spec, number, reason))
                 close_orphan_runs(study, tracker)
                 counts = state_counts(study)
                 done = counts["complete"] + counts["pruned"]
@@ -246,8 +246,12 @@ def run_search(
         raise
     finally:
         if parent_status != "KILLED" and after_search is not None:
-            # an interrupted worker has seconds, not a plot's time
-            after_search(study, tracker, parent_id)
+            # an interrupted worker has seconds, not a plot's time; a plot that fails
+            # costs the plot, not the search
+            try:
+                after_search(study, tracker, parent_id)
+            except Exception as exc:  # noqa: BLE001
+                on_warning(f"study plots not written: {type(exc).__name__}: {exc}")
         tracker.client.set_terminated(parent_id, status=parent_status)
     return SearchOutcome(study, parent_id, target, ran)
 
@@ -285,6 +289,17 @@ def _start_study_run(study: optuna.Study, tracker: Tracker, tags: dict[str, str]
     return parent_id
 
 
+def _front_size(study: optuna.Study, spec: StudySpec) -> int | None:
+    return len(study.best_trials) if spec.multi_objective else None
+
+
+def _lost_event(study: optuna.Study, spec: StudySpec, number: int, reason: str) -> TrialEvent:
+    counts, best = state_counts(study), best_value(study)
+    return TrialEvent(
+        number, "FAIL", None, reason, best, counts, {}, front=_front_size(study, spec)
+    )
+
+
 def _trial_event(
     study: optuna.Study, trial: optuna.trial.FrozenTrial, spec: StudySpec
 ) -> TrialEvent:
@@ -299,6 +314,6 @@ def _trial_event(
         dict(trial.params),
         trial.user_attrs.get(RETRY_ATTR),
         values,
-        len(study.best_trials) if spec.multi_objective else None,
+        _front_size(study, spec),
         trial.user_attrs.get(FROM_ATTR),
     )

@@ -25,7 +25,11 @@ from search.errors import ConfigError
 from search.store import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
 from search.study import StudySpec, suggest
 from search.training import Dataset, EpochStats, NonFiniteLossError, validate
-from search.training.costs import inference_ms_per_image, train_flops_per_image
+from search.training.costs import (
+    inference_ms_per_image,
+    train_flops_per_image,
+    training_seconds_per_epoch,
+)
 from search.training.protocols import ValidationResult
 
 # how a trial's MLflow run ends, by the trial's final Optuna state
@@ -76,8 +80,7 @@ def trial_measures(
             device = torch.device(folds[0].device)
             out[measure] = inference_ms_per_image(cfg, num_classes, device)
         elif measure == "epoch_seconds":
-            epochs = sum(len(r.history) for r in folds)
-            out[measure] = sum(r.train_seconds for r in folds) / max(1, epochs)
+            out[measure] = training_seconds_per_epoch(folds)
         else:
             raise ValueError(f"unknown measure {measure!r}")
     return out
@@ -127,6 +130,9 @@ class Objective:
             trial.set_user_attr("config", flat)
             tracker.log_params(run_id, cfg)
             result = validate(cfg, self.dataset, self._reporter(trial, cfg, run_id))
+            # costs are measured on the trial's device too: an error here fails the trial
+            measures = self.spec.measures
+            measured = trial_measures(measures, cfg, result, len(self.dataset.classes))
         except optuna.TrialPruned as exc:
             # the run ends once Optuna has stored the state (end_run), so that a worker
             # killed in between leaves a RUNNING run that close_orphan_runs settles
@@ -145,7 +151,6 @@ class Objective:
         values = [_metric_of(r.final, self.spec.metric) for r in result.folds]
         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         n_params = result.folds[0].n_params
-        measured = trial_measures(self.spec.measures, cfg, result, len(self.dataset.classes))
         trial.set_user_attr("fold_values", values)
         trial.set_user_attr("value_std", std)
         trial.set_user_attr("n_params", n_params)

@@ -20,13 +20,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search.engine.coordination import WARM_START_FROM
 from search.errors import ConfigError
 from search.store import open_storage
 from search.study import StudySpec
 from search.study.objectives import pareto_front, ranked
 
 DONE_ATTR = "warm_start.enqueued"  # study user attr: the warm start that was enqueued
-FROM_ATTR = "warm_start_from"  # trial user attr: "<source study>#<trial number>"
+FROM_ATTR = WARM_START_FROM  # trial user attr: "<source study>#<trial number>"
 
 
 def source_trials(source: optuna.Study, top: int | None) -> list[optuna.trial.FrozenTrial]:
@@ -67,10 +68,11 @@ def warm_start_trials(spec: StudySpec, storage_url: str | None) -> list[optuna.t
     ws = spec.warm_start
     if ws is None:
         return []
-    trials = source_trials(open_source(ws.study, storage_url), ws.top)
+    trials = source_trials(open_source(ws.study, storage_url, str(spec.path)), ws.top)
     if not trials:
         raise ConfigError(
             "the warm-start study has no COMPLETE trial yet",
+            file=str(spec.path),
             key="study.warm_start.study",
             value=ws.study,
         )
@@ -82,9 +84,11 @@ def enqueue_warm_start(
     spec: StudySpec,
     trials: list[optuna.trial.FrozenTrial],
     warn: Callable[[str], None],
+    target: int | None = None,
 ) -> int:
     """Enqueue the ``warm_start_trials`` once per study (call under the claim lock);
-    returns how many trials this call enqueued."""
+    returns how many trials this call enqueued. More than ``target`` is a warning: the
+    rest wait in the queue for a raised target."""
     ws = spec.warm_start
     if ws is None or study.user_attrs.get(DONE_ATTR) == str(ws):
         return 0
@@ -98,10 +102,15 @@ def enqueue_warm_start(
             params, user_attrs={FROM_ATTR: f"{ws.study}#{trial.number}"}, skip_if_exists=True
         )
     study.set_user_attr(DONE_ATTR, str(ws))
+    if target is not None and len(seen) > target:
+        warn(
+            f"warm start: {len(seen)} configurations queued but the target is {target} "
+            f"trials: {len(seen) - target} wait for a raised --n-trials"
+        )
     return len(seen)
 
 
-def open_source(name: str, storage_url: str | None) -> optuna.Study:
+def open_source(name: str, storage_url: str | None, file: str | None = None) -> optuna.Study:
     """The source study, in the same storage as this one (its journal file under
     ``mlruns/``, or the same database)."""
     try:
@@ -111,6 +120,7 @@ def open_source(name: str, storage_url: str | None) -> optuna.Study:
         raise ConfigError(
             "no such study in the storage: search it first (`cli.py search --study "
             f"{name}`) with the same --storage",
+            file=file,
             key="study.warm_start.study",
             value=name,
         ) from None

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.config import format_value
-from search.engine.loop import SearchOptions, open_study
+from search.engine.loop import SearchOptions, apply_overrides, open_study
+from search.engine.warm_start import warm_start_trials
 from search.interrupts import EXIT_INTERRUPTED, GRACE_S
 from search.training import threads_per_process
 
@@ -129,6 +130,11 @@ def search_in_workers(
     study once every one has ended; ``on_start(n)`` is told how many start. Raises
     ``WorkersFailed`` when one failed, and ``KeyboardInterrupt`` after Ctrl-C / SIGTERM,
     passed on to every worker (``run_workers``)."""
+    # What every worker would find wrong, found once here: --set values, the stored
+    # study's objectives, the warm start's source (one error line, not one per worker).
+    checked = apply_overrides(spec, options.overrides)
+    warm_start_trials(checked, options.storage)
+    open_study(checked, options.storage, heartbeat=options.heartbeat)
     argv = worker_argv(script, spec.path, options, on_gpus=bool(gpus))
     envs = worker_envs(workers, gpus, trials_per_gpu)
     if on_start is not None:

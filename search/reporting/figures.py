@@ -126,7 +126,7 @@ def study_figures(study: optuna.Study) -> dict[str, Any]:
     if len(study.directions) > 1:
         names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
         first = {"target": lambda t: t.values[0], "target_name": names[0]}
-        if complete:
+        if complete and len(names) <= 3:  # Optuna draws the front in 2 or 3 dimensions
             figures["pareto_front"] = vis.plot_pareto_front(study, target_names=names)
     if complete:
         figures["optimization_history"] = vis.plot_optimization_history(study, **first)
@@ -303,12 +303,15 @@ def pareto_png(
             color="#9aa5b1",
             label="dominated",
         )
+        # With two objectives the front is a staircase in this plane and a line joins it;
+        # with more it is a projection (front trials can look dominated here): markers only.
+        two = len(measures) == 2
         ax.plot(
             [p[1][x] for p in on],
             [p[1][y] * scale for p in on],
-            "o-",
+            "o-" if two else "o",
             color="#d62728",
-            label=f"Pareto front ({len(on)})",
+            label=f"Pareto front ({len(on)}{'' if two else ', on all objectives'})",
         )
         for number, values in on:
             ax.annotate(

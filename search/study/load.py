@@ -286,6 +286,15 @@ class _Parser(SpaceReader, ModelChecks):
                 "give either top = K or front = true", "study.warm_start.top", table["top"]
             )
         top = None if front else self.integer(table, "top", "study.warm_start", 5, 1)
+        if study.get("sampler") == "grid":
+            # enqueued points carry no grid id: they would be counted against the grid's
+            # size while grid points went unrun (and partial ones fail in GridSampler)
+            raise self.error(
+                "the grid sampler runs every grid point exactly once; a warm start would "
+                "replace some of them: drop warm_start or use another sampler",
+                "study.warm_start",
+                table,
+            )
         return WarmStartSpec(source, top)
 
     def fixed(self, table: dict[str, Any], dataset: str) -> dict[str, Any]:

@@ -308,11 +308,15 @@ def test_a_stored_study_with_other_objectives_is_refused(workdir, tmp_path):
         {"measure": "params", "direction": "minimize"},
     ]
     changed = load_study(str(write_study(tmp_path / "b", "same", study={"objectives": objectives})))
-    with pytest.raises(ConfigError, match="stored study optimizes 1 objective.*maximize"):
+    with pytest.raises(ConfigError, match="stored study optimizes val_acc:maximize but the"):
         engine.open_study(changed, None)
     flipped = load_study(str(write_study(tmp_path / "c", "same", study={"metric": "val_loss"})))
     with pytest.raises(ConfigError, match="study.objectives.*val_loss:minimize"):
         engine.open_study(flipped, None, create=False)
+    # another measure with the same direction: the stored metric names tell them apart
+    top5 = load_study(str(write_study(tmp_path / "d", "same", study={"metric": "val_top5"})))
+    with pytest.raises(ConfigError, match="optimizes val_acc:maximize but the file now names"):
+        engine.open_study(top5, None)
 
 
 def test_experiments_open_in_mlflows_model_training_view(workdir):
@@ -329,3 +333,63 @@ def test_experiments_open_in_mlflows_model_training_view(workdir):
     assert tracker.client.get_experiment(old).tags["mlflow.experimentKind"] == (
         "custom_model_development"
     )
+
+
+FOUR = [
+    {"measure": "val_acc", "direction": "maximize"},
+    {"measure": "params", "direction": "minimize"},
+    {"measure": "train_flops", "direction": "minimize"},
+    {"measure": "epoch_seconds", "direction": "minimize"},
+]
+
+
+def test_four_objectives_are_measured_logged_and_plotted(workdir, study_file):
+    from search.store import TRIAL_TAG
+    from search.training.costs import train_flops_per_image
+
+    spec = load_study(str(study_file("four", study={"n_trials": 2, "objectives": FOUR})))
+    outcome = engine.run_search(spec, engine.SearchOptions(), after_search=write_study_plots)
+    tracker = Tracker("four", create=False)
+    parent = tracker.client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED"  # Optuna draws no front beyond 3 objectives
+    plots = {a.path for a in tracker.client.list_artifacts(outcome.parent_run_id, "optuna")}
+    assert "optuna/optimization_history.html" in plots
+    assert "optuna/pareto_front.html" not in plots
+    runs = {int(r.data.tags[TRIAL_TAG]): r for r in tracker.find_runs("trial")}
+    for trial in outcome.study.trials:
+        metrics = runs[trial.number].data.metrics
+        values = dict(zip(spec.measures, trial.values, strict=True))
+        assert {m: metrics[f"objective.{m}"] for m in spec.measures} == pytest.approx(values)
+        cfg = TrialConfig.from_flat(trial.user_attrs["config"])
+        assert values["train_flops"] == train_flops_per_image(cfg, 4)  # the dataset's classes
+        assert values["params"] == metrics["n_params"] and values["epoch_seconds"] > 0
+
+
+def test_a_cost_that_cannot_be_measured_fails_the_trial_not_the_study(
+    workdir, study_file, monkeypatch
+):
+    import torch
+
+    from search.engine import objective
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    # the fault is injected into the measurement; the objective's handling is under test
+    monkeypatch.setattr(objective, "inference_ms_per_image", out_of_memory)
+    measures = [FOUR[0], {"measure": "inference_ms", "direction": "minimize"}]
+    spec = load_study(str(study_file("oom", study={"n_trials": 1, "objectives": measures})))
+    events = []
+    # every trial fails the same way, so the failure-streak rule ends the study
+    with pytest.raises(ConfigError, match="2 trials failed in a row .last: out of memory"):
+        engine.run_search(
+            spec, engine.SearchOptions(max_consecutive_failures=2), on_trial=events.append
+        )
+    study = engine.open_study(spec, None, create=False)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    reason = study.trials[0].user_attrs["fail_reason"]
+    assert reason == "out of memory (batch 32, model improved_cnn)"
+    assert [e.reason for e in events] == [reason, reason]
+    runs = Tracker("oom", create=False).find_runs("trial")
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    assert {r.data.tags["cifar_search.reason"] for r in runs} == {reason}

@@ -145,3 +145,45 @@ def test_a_missing_or_empty_source_is_one_line(workdir, study_file):
         )
     with pytest.raises(ConfigError, match="study.warm_start.top = 0: must be at least 1"):
         load_study(str(study_file("t3", study={"warm_start": {"study": "s", "top": 0}})))
+
+
+def test_a_lost_warm_start_trial_is_retried_with_its_configuration():
+    # a worker that died before suggesting anything leaves a trial whose params are empty:
+    # the retry must run the configuration it was enqueued with, still marked as warm start
+    from search.engine.coordination import RETRY_ATTR, retry_lost_trial
+
+    study = optuna.create_study()
+    study.enqueue_trial({"optim.lr": 0.05}, user_attrs={FROM_ATTR: "source#3"})
+    study.ask()  # the worker takes the queued trial, then dies
+    lost = study.trials[0]
+    assert lost.params == {} and lost.state == optuna.trial.TrialState.RUNNING
+    retry_lost_trial(study, lost)
+    retry = study.trials[1]
+    assert retry.state == optuna.trial.TrialState.WAITING
+    assert retry.user_attrs == {RETRY_ATTR: 0, FROM_ATTR: "source#3"}
+    assert retry.system_attrs["fixed_params"] == {"optim.lr": 0.05}
+
+
+def test_grid_and_warm_start_do_not_mix(study_file):
+    path = study_file(
+        "grid",
+        study={"sampler": "grid", "warm_start": {"study": "s"}},
+        space={"model.dropout": {"type": "categorical", "choices": [0.0, 0.3]}, "optim.lr": None},
+    )
+    with pytest.raises(
+        ConfigError, match="study.warm_start = .*grid sampler runs every grid point"
+    ):
+        load_study(str(path))
+
+
+def test_with_workers_a_missing_source_is_reported_once(workdir, study_file):
+    path = study_file(
+        "target", study={"warm_start": {"study": "nowhere", "top": 2}}, space=TARGET_SPACE
+    )
+    result = run_cli("search", "--study", path, "--workers", "2", "--device", "cpu", cwd=workdir)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: study.warm_start.study"), (
+        result.stderr
+    )
+    assert "starting 2 workers" not in result.stdout
