@@ -2,9 +2,9 @@
 """Command line: parse, call ``search.*``, print. Run ``python cli.py --help``.
 
 Only the commands live here. As in the mlflow CLI, their options are defined once in
-``search/cli_args.py`` (the option layer: ``STUDY``, ``SEEDS``, ..., the ``CommaList`` type
-and the group class that turns a user error into one line and exit code 2). Heavy modules
-are imported inside the commands that need them, so that ``--help``, ``keys`` and
+``search/cli_args.py`` (``STUDY``, ``SEEDS``, ..., the ``CommaList`` type); the group class
+that turns a user error into one line and exit code 2 is in ``search/cli_setup.py``. Heavy
+modules are imported inside the commands that need them, so that ``--help``, ``keys`` and
 ``studies`` start fast."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from search import cli_args, reporting
+from search import cli_args, cli_setup, reporting
 
 if TYPE_CHECKING:
     from search.study import StudySpec
@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 SCRIPT = Path(__file__).resolve()  # what worker processes of `search --workers` run
 
 
-@click.group(cls=cli_args.Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=cli_setup.Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Hyperparameter and ablation search for CIFAR-10/100 classifiers (Optuna + MLflow).
 
     Start with `models` and `data`, train one config with `train`, then search."""
-    cli_args.configure_libraries()
+    cli_setup.configure_libraries()
 
 
 @main.command()
@@ -81,13 +81,9 @@ def train(
     with --test it trains on the whole training split and is evaluated once on the test split."""
     from search.training import final_run, load_dataset, validate
 
-    options = {
-        "model.name": model,
-        "data.dataset": dataset,
-        "runtime.seed": seed,
-        "runtime.device": device,
-    }
-    cfg = cli_args.trial_config(options, assignments, config_file)
+    keys = ("model.name", "data.dataset", "runtime.seed", "runtime.device")
+    options = dict(zip(keys, (model, dataset, seed, device), strict=True))
+    cfg = cli_setup.trial_config(options, assignments, config_file)
     dataset_, epochs = load_dataset(cfg, data_dir), cfg.optim.epochs
     click.echo(reporting.train_header(cfg))
     if test:
@@ -103,10 +99,11 @@ def train(
         results = folds.folds
         if len(results) > 1:
             click.echo(reporting.folds_line(folds))
-    click.echo(reporting.summary(results[-1], dataset_.classes))
+    errors = reporting.error_summary(results[-1], dataset_)  # after --test only
+    click.echo("\n".join([reporting.summary(results[-1], dataset_.classes), *errors]))
     if out:
-        reporting.write_train_outputs(Path(out), cfg, results)
-        click.echo(f"wrote {out}/config.toml, metrics.json, model.pt")
+        for path in reporting.write_train_outputs(Path(out), cfg, results, dataset_):
+            click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -123,6 +120,7 @@ def train(
 @cli_args.TRIALS_PER_GPU()
 @cli_args.MAX_FAILURES()
 @cli_args.HEARTBEAT()
+@cli_args.SYSTEM_METRICS()
 def search(
     spec: StudySpec,
     n_trials: int | None,
@@ -137,6 +135,7 @@ def search(
     trials_per_gpu: int,
     max_failures: int,
     heartbeat: float,
+    system_metrics: bool,
 ) -> None:
     """Run (or continue) a study: Optuna samples configs, prunes on validation accuracy, logs
     every trial to MLflow, then retrains the best trial and tests it once.
@@ -161,6 +160,7 @@ def search(
         overrides=parse_assignments(assignments),
         max_consecutive_failures=max_failures,
         heartbeat=heartbeat,
+        system_metrics=system_metrics,
     )
     parallel = workers > 1 or bool(gpus)
     # Ctrl-C and SIGTERM (a scheduler preempting the job) end the command within a bounded
@@ -259,12 +259,18 @@ def retrain(
 @cli_args.TRIAL()
 @cli_args.FORMAT()
 @cli_args.OUTPUT()
-def best(spec: StudySpec, trial_number: int | None, fmt: str, output: str | None) -> None:
+@cli_args.REGISTER()
+def best(
+    spec: StudySpec, trial_number: int | None, fmt: str, output: str | None, register: str | None
+) -> None:
     """The best trial's configuration and scores, read from MLflow; the file reruns with
     `cli.py train --config FILE --test`.
 
     With several objectives it also prints the Pareto front, and "best" is the front's best
     on the first objective; --trial N exports another trial."""
+    if register:
+        click.echo(reporting.register_model(spec, register, trial_number))
+        return
     text = reporting.best_config_document(spec, fmt, trial_number)
     if output:
         Path(output).write_text(text)
@@ -428,14 +434,9 @@ def check_fast_path(
     from search.perf import check_fast_path as check
     from search.training import load_dataset
 
-    options = {
-        "model.name": model,
-        "data.dataset": dataset,
-        "optim.epochs": epochs,
-        "runtime.device": device,
-        "runtime.compile": use_compile,
-    }
-    cfg = cli_args.trial_config(options, assignments)
+    keys = ("model.name", "data.dataset", "optim.epochs", "runtime.device", "runtime.compile")
+    options = dict(zip(keys, (model, dataset, epochs, device, use_compile), strict=True))
+    cfg = cli_setup.trial_config(options, assignments)
     dataset_ = load_dataset(cfg, data_dir)
     click.echo(reporting.fast_path_header(cfg, seeds))
     outcome = check(cfg, dataset_, seeds, lambda r: click.echo(reporting.fast_path_run_line(r)))

@@ -1,5 +1,6 @@
-"""The option layer of ``cli.py``: its click group class, parameter types and every option of
-its commands, so that ``cli.py`` holds only the commands (parse, one call, print).
+"""The option layer of ``cli.py``: its parameter types and every option of its commands, so
+that ``cli.py`` holds only the commands (parse, one call, print); the group class and the
+process-wide settings are in ``cli_setup``.
 
 As in mlflow (``mlflow/utils/cli_args.py``), each option is defined once here, as a
 ``functools.partial`` of ``click.option``: a command takes ``@STUDY()`` as defined, and a
@@ -7,14 +8,13 @@ variant that one command needs is a ``partial`` of the shared one, named after t
 (``RETRAIN_SEEDS``). Every comma-separated option is a ``CommaList``.
 
 Light on purpose: only click and ``search.errors`` are imported at module level (the study
-loader and ``trial_config`` import ``search.study`` and ``search.config`` when they run), so
+loader imports ``search.study`` when it runs), so
 that ``--help``, ``keys``, ``studies`` and a mistyped ``--study`` start fast and import no
 torch, scikit-learn or MLflow."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -23,43 +23,7 @@ import click
 from search.errors import ConfigError
 
 if TYPE_CHECKING:
-    from search.config import TrialConfig
     from search.study import StudySpec
-
-
-class Commands(click.Group):
-    """Turns user errors into one line on stderr and exit code 2, never a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-
-
-def configure_libraries() -> None:
-    """What every command starts with (the group's callback): warnings as one line, like our
-    errors; Optuna quiet; MLflow failing fast, without progress bars or INFO lines."""
-    import warnings
-
-    import optuna
-
-    # one line per warning, like our errors, instead of Python's two-line format
-    warnings.showwarning = lambda message, category, *args, **kwargs: click.echo(
-        f"warning: {message}", err=True
-    )
-    # We print our own progress and keep failed trials' tracebacks in MLflow, so Optuna's
-    # per-trial warnings (a traceback per failed trial) would only repeat them.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    # MLflow retries an unreachable server for minutes by default; fail within ~a minute.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm noise
-    # The tool's output is its own: no "Creating initial MLflow database tables..." on a
-    # first run. Read by MLflow when it is imported (later, by the commands that need it),
-    # and inherited by the worker processes of `search --workers`.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 class CommaList(click.ParamType):
@@ -106,18 +70,6 @@ def _load_study(ctx: click.Context, param: click.Parameter, name: str) -> StudyS
     from search.study import load_study  # not at the top: it pulls in the model zoo
 
     return load_study(name)
-
-
-def trial_config(
-    options: Mapping[str, Any], assignments: Sequence[str] = (), config_file: str | None = None
-) -> TrialConfig:
-    """The config that ``train`` and ``check-fast-path`` run: ``config_file`` (or the
-    defaults), then the options given (flat keys; ``None`` means not given), then ``--set``."""
-    from search.config import TrialConfig, parse_assignments
-
-    cfg = TrialConfig.from_file(config_file) if config_file else TrialConfig()
-    cfg = cfg.with_overrides({k: v for k, v in options.items() if v is not None})
-    return cfg.with_overrides(parse_assignments(assignments))
 
 
 # Shared by several commands --------------------------------------------------------------
@@ -269,6 +221,12 @@ HEARTBEAT = partial(
     help="seconds between a running trial's heartbeats; a trial silent for 3 of "
     "them (or whose process is gone, on this host) is marked FAIL and retried once",
 )
+SYSTEM_METRICS = partial(
+    click.option,
+    "--system-metrics/--no-system-metrics",
+    help="off by default: sample each trial's CPU use, memory, disk and network into its MLflow "
+    "run every few seconds (system/* metrics); GPU use, memory and power need nvidia-ml-py",
+)
 
 # retrain ---------------------------------------------------------------------------------
 TRIAL = partial(
@@ -298,6 +256,14 @@ OUTPUT = partial(
     "--output",
     type=click.Path(dir_okay=False),
     help="write to this file instead of stdout",
+)
+REGISTER = partial(
+    click.option,
+    "--register",
+    metavar="NAME",
+    help="instead of printing the configuration, put the trial's retrained model (the "
+    "first seed's MLflow model of its final retrain) into the MLflow Model Registry as a "
+    "new version of NAME",
 )
 
 # dashboard -------------------------------------------------------------------------------

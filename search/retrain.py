@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,14 @@ from optuna.trial import TrialState
 from sklearn.metrics import classification_report
 
 from search.config import TrialConfig
+from search.engine.objective import log_data_inputs
 from search.errors import ConfigError
 from search.store import TRIAL_TAG, Tracker
+from search.store.logged_model import log_classifier
 from search.study import StudySpec
 from search.study.objectives import choose
-from search.training import EpochStats, TrainResult, final_run, load_dataset
+from search.training import Dataset, EpochStats, TrainResult, final_run, load_dataset
+from search.training.packaged import packaged_model, predict_proba
 
 
 @dataclass
@@ -32,6 +35,8 @@ class FinalOutcome:
     config: TrialConfig  # the retrained config (first seed)
     results: dict[int, TrainResult]  # per seed
     classes: tuple[str, ...]
+    dataset: Dataset | None = field(default=None, repr=False)  # test images for the analysis
+    model_uris: dict[int, str] = field(default_factory=dict)  # per seed: the MLflow model
 
     def values(self, key: str) -> list[float]:
         return [getattr(r.final, key) for r in self.results.values()]
@@ -106,13 +111,17 @@ def final_retrain(
         base.with_overrides({"runtime.seed": seeds[0]}),
     )
     results: dict[int, TrainResult] = {}
+    model_uris: dict[int, str] = {}
     try:
+        log_data_inputs(tracker, run_id, dataset, base, final=True)
         for seed in seeds:
             cfg = base.with_overrides({"runtime.seed": seed})
             callback = None if on_epoch is None else (lambda s, seed=seed: on_epoch(seed, s))
             results[seed] = final_run(cfg, dataset, callback)
-            tracker.log_metrics(
-                run_id, {f"seed{seed}.{k}": v for k, v in results[seed].final.metrics().items()}
+            metrics = {f"seed{seed}.{k}": v for k, v in results[seed].final.metrics().items()}
+            tracker.log_metrics(run_id, metrics)
+            model_uris[seed] = _log_model(
+                tracker, run_id, trial.number, seed, cfg, dataset, results[seed], metrics
             )
     except BaseException as exc:
         tracker.end(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
@@ -123,10 +132,50 @@ def final_retrain(
         base.with_overrides({"runtime.seed": seeds[0]}),
         results,
         dataset.classes,
+        dataset,
+        model_uris,
     )
     _log_outcome(tracker, outcome, artifacts)
     tracker.end(run_id, "FINISHED")
     return outcome
+
+
+def _log_model(
+    tracker: Tracker,
+    run_id: str,
+    trial_number: int,
+    seed: int,
+    cfg: TrialConfig,
+    dataset: Dataset,
+    result: TrainResult,
+    metrics: dict[str, float],
+) -> str:
+    """One seed's model as an MLflow model (``search.store.logged_model``): raw uint8
+    images in, class probabilities out, normalisation inside, linked to the run and to the
+    seed's test metrics. Returns its ``models:/`` URI.
+
+    The package runs on the CPU in fp32. A final run evaluated on the CPU is reproduced
+    exactly; one evaluated on a GPU (bf16, other kernels) can differ by a few images, so
+    the package's own test accuracy is then measured and logged beside it
+    (``seed<N>.packaged_test_accuracy``)."""
+    mean, std = dataset.mean_std
+    model = packaged_model(cfg, dataset.num_classes, result.state_dict, mean, std)
+    linked = dict(metrics)
+    if result.device != "cpu":
+        probabilities = predict_proba(model, dataset.test_x, cfg.runtime.eval_batch_size)
+        accuracy = float((probabilities.argmax(1).numpy() == dataset.test_y).mean())
+        linked[f"seed{seed}.packaged_test_accuracy"] = accuracy
+    logged = log_classifier(
+        tracker.client,
+        run_id,
+        model,
+        f"final-trial-{trial_number}-seed{seed}",
+        dataset.test_x[:4],
+        params={"runtime.seed": str(seed)},
+        metrics=linked,
+        tags={"cifar_search.seed": str(seed), "optuna.trial_number": str(trial_number)},
+    )
+    return logged.model_uri
 
 
 def retrain_study(spec: StudySpec, study: optuna.Study, **options: Any) -> FinalOutcome:

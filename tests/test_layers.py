@@ -32,6 +32,7 @@ ALLOWED = {
     "perf": LEAVES | {"config", "training"},
     # the option layer of cli.py: click and errors at the top, config and study when used
     "cli_args": {"errors", "config", "study"},
+    "cli_setup": {"errors", "config"},  # the group class, process settings, train's config
 }
 
 

@@ -37,6 +37,7 @@ from search.store import (
     state_counts,
     storage_label,
 )
+from search.store.tracker import gpu_metrics_available, require_system_metrics
 from search.study import StudySpec, make_pruner, study_sampler
 from search.training import load_dataset
 
@@ -51,6 +52,7 @@ class SearchOptions:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # --set, fixed keys only
     max_consecutive_failures: int = 5
     heartbeat: float = HEARTBEAT_S  # seconds between a running trial's heartbeats
+    system_metrics: bool = False  # sample CPU/GPU use and memory into each trial's run
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,9 @@ def run_search(
     earlier runs and of other workers), or until the timeout. While the trials that other
     workers are running would reach the target, wait for them (``on_wait(running)`` when
     the wait begins): one that is lost is retried here. ``on_warning(line)`` gets the warm
-    start's dropped values. ``after_search(study, tracker,
-    parent_run_id)`` runs at the end unless the search was interrupted."""
+    start's dropped values (and, with ``system_metrics`` on a GPU without nvidia-ml-py, that
+    GPU figures are missing). ``after_search(study, tracker, parent_run_id)`` runs at the
+    end unless the search was interrupted."""
     overrides = dict(options.overrides)
     if options.device:
         overrides["runtime.device"] = options.device
@@ -183,6 +186,8 @@ def run_search(
     if spec.sampler == "grid":  # the grid sampler repeats points once the grid is exhausted
         target = min(target, spec.space_size() or target)
     timeout = options.timeout if options.timeout is not None else spec.timeout
+    if options.system_metrics:
+        _check_system_metrics(on_warning)
     dataset = load_dataset(spec.base_config(), options.data_dir)
     warm_start = warm_start_trials(spec, options.storage)
     study = open_study(spec, options.storage, heartbeat=options.heartbeat)
@@ -190,7 +195,15 @@ def run_search(
     parent_id = _start_study_run(study, tracker, study_tags(spec, options.storage))
     claim = ClaimLock(study, claim_lock_path(spec.name, options.storage))
     objective = Objective(
-        spec, dataset, study, tracker, parent_id, claim, options.heartbeat, on_epoch
+        spec,
+        dataset,
+        study,
+        tracker,
+        parent_id,
+        claim,
+        options.heartbeat,
+        on_epoch,
+        system_metrics=options.system_metrics,
     )
     failures = FailureStreak(options.max_consecutive_failures, spec.name)
 
@@ -254,6 +267,15 @@ def run_search(
                 on_warning(f"study plots not written: {type(exc).__name__}: {exc}")
         tracker.client.set_terminated(parent_id, status=parent_status)
     return SearchOutcome(study, parent_id, target, ran)
+
+
+def _check_system_metrics(on_warning: Callable[[str], None]) -> None:
+    """psutil is needed (an error, before any trial); nvidia-ml-py only for GPU figures."""
+    import torch
+
+    require_system_metrics()
+    if torch.cuda.is_available() and not gpu_metrics_available():
+        on_warning("system metrics without GPU figures: pip install nvidia-ml-py to add them")
 
 
 class FailureStreak:

@@ -5,10 +5,14 @@ after each of its epochs (step = epoch, 1-based), so the pruner compares every t
 the same single-split learning curve; once fold 0 has finished, the other folds run
 without pruning and the objective is the mean over all folds (std kept as a user attr).
 With a holdout (the default) there is only fold 0.
+
+Each trial's run records the data it read (``log_data_inputs``) and, with system metrics
+on, its CPU/GPU use while the trial runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import traceback
 from collections.abc import Callable
@@ -23,6 +27,7 @@ from search.config import TrialConfig, format_value
 from search.engine.coordination import RETRY_ATTR, ClaimLock, Heartbeat
 from search.errors import ConfigError
 from search.store import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
+from search.store.tracker import DataUse
 from search.study import StudySpec, suggest
 from search.training import Dataset, EpochStats, NonFiniteLossError, validate
 from search.training.costs import (
@@ -30,7 +35,14 @@ from search.training.costs import (
     train_flops_per_image,
     training_seconds_per_epoch,
 )
-from search.training.protocols import ValidationResult
+from search.training.protocols import ValidationResult, fold_indices
+from search.training.splits import training_indices
+
+# Seconds between two samples of a trial's system metrics (--system-metrics): short enough
+# that a trial of a few epochs gets a curve, not one point, long enough that sampling (a
+# psutil/NVML read and an MLflow write each time) costs nothing measurable. MLflow's own
+# default, 10 s, would leave a one-minute trial with five points.
+SYSTEM_METRICS_INTERVAL_S = 2.0
 
 # how a trial's MLflow run ends, by the trial's final Optuna state
 RUN_STATUS = {
@@ -101,10 +113,13 @@ class Objective:
         claim: ClaimLock,
         heartbeat_s: float,
         on_epoch: Callable[[EpochEvent], None],
+        *,
+        system_metrics: bool = False,
     ) -> None:
         self.spec, self.dataset, self.study = spec, dataset, study
         self.tracker, self.parent_id, self.claim = tracker, parent_id, claim
         self.heartbeat_s, self.on_epoch = heartbeat_s, on_epoch
+        self.system_metrics = system_metrics
         # A journal storage has no Optuna heartbeat: the worker beats itself (coordination).
         self.beat = not _is_rdb(study)
         self._ending: dict[int, tuple[str, str | None]] = {}  # trial -> (run id, reason)
@@ -124,15 +139,24 @@ class Objective:
         run_id = tracker.start_child(self.parent_id, "trial", f"trial-{trial.number}", tags)
         trial.set_user_attr("mlflow_run_id", run_id)
         cfg = None
+        # system metrics are sampled while the trial trains, and stopped (their thread
+        # joined, their last samples written) before its run ends, whichever way it ends
+        sampling = (
+            tracker.system_metrics(run_id, SYSTEM_METRICS_INTERVAL_S)
+            if self.system_metrics
+            else contextlib.nullcontext()
+        )
         try:
-            cfg = suggest(self.spec, trial)
-            flat = {k: format_value(v) for k, v in cfg.to_flat().items()}
-            trial.set_user_attr("config", flat)
-            tracker.log_params(run_id, cfg)
-            result = validate(cfg, self.dataset, self._reporter(trial, cfg, run_id))
-            # costs are measured on the trial's device too: an error here fails the trial
-            measures = self.spec.measures
-            measured = trial_measures(measures, cfg, result, len(self.dataset.classes))
+            with sampling:
+                cfg = suggest(self.spec, trial)
+                flat = {k: format_value(v) for k, v in cfg.to_flat().items()}
+                trial.set_user_attr("config", flat)
+                tracker.log_params(run_id, cfg)
+                log_data_inputs(tracker, run_id, self.dataset, cfg)
+                result = validate(cfg, self.dataset, self._reporter(trial, cfg, run_id))
+                # costs are measured on the trial's device too: an error here fails the trial
+                measures = self.spec.measures
+                measured = trial_measures(measures, cfg, result, len(self.dataset.classes))
         except optuna.TrialPruned as exc:
             # the run ends once Optuna has stored the state (end_run), so that a worker
             # killed in between leaves a RUNNING run that close_orphan_runs settles
@@ -204,6 +228,52 @@ class Objective:
             end_trial_run(self.tracker, run_id, trial.state, reason)
         except Exception:  # noqa: BLE001 - MLflow hiccup: close_orphan_runs settles it
             pass
+
+
+def log_data_inputs(
+    tracker: Tracker, run_id: str, dataset: Dataset, cfg: TrialConfig, *, final: bool = False
+) -> None:
+    """Record on ``run_id`` the data that ``cfg`` reads from ``dataset``, as MLflow dataset
+    inputs (``Tracker.log_dataset``): for a trial, its training and its validation rows (of
+    every fold with ``data.kfold``); for a final run (``final``: train + validation, then
+    the test split once), its training rows and the test split. Each input carries the
+    fingerprint and count of its rows; every one the dataset's name, source, whole-content
+    digest and split sizes."""
+    d = cfg.data
+    if final:
+        train_idx = training_indices(dataset, d.train_limit, d.seed)
+        uses = [
+            DataUse("training", dataset.rows_digest("train", train_idx), {"rows": len(train_idx)}),
+            DataUse("test", dataset.rows_digest("test"), {"rows": len(dataset.test_y)}),
+        ]
+    else:
+        pairs = fold_indices(cfg, dataset)
+        uses = [
+            _data_use("training", dataset, [train for train, _ in pairs]),
+            _data_use("validation", dataset, [val for _, val in pairs]),
+        ]
+    sizes = {
+        "dataset_train_rows": len(dataset.train_y),
+        "dataset_test_rows": len(dataset.test_y),
+        "classes": dataset.num_classes,
+    }
+    tracker.log_dataset(
+        run_id,
+        dataset.name,
+        dataset.digest,
+        dataset.source,
+        uses,
+        sizes=sizes,
+        image_shape=dataset.train_x.shape[1:],
+    )
+
+
+def _data_use(context: str, dataset: Dataset, folds: list[np.ndarray]) -> DataUse:
+    """The rows of the training split that ``folds`` (one index set per fold) read."""
+    sizes: dict = {"rows": len(folds[0])}
+    if len(folds) > 1:
+        sizes.update(folds=len(folds), rows_per_fold=[len(f) for f in folds])
+    return DataUse(context, dataset.rows_digest("train", *folds), sizes)
 
 
 def end_trial_run(tracker: Tracker, run_id: str, state: TrialState, reason: str | None) -> None:

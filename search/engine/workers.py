@@ -60,6 +60,7 @@ def worker_argv(
             argv += [flag, str(value)]
     for key, value in options.overrides.items():
         argv += ["--set", f"{key}={format_value(value)}"]
+    argv += ["--system-metrics"] if options.system_metrics else []
     return argv
 
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search.reporting.error_report import write_error_analysis
 from search.reporting.figures import confusion_png, curves_png, study_figures
 
 if TYPE_CHECKING:
@@ -34,10 +35,16 @@ def write_study_plots(study: optuna.Study, tracker: Tracker, parent_id: str) -> 
 
 def final_figures(outcome: FinalOutcome, folder: Path) -> list[Path]:
     """``confusion_matrix.png`` (test split, summed over seeds) and ``training_curves.png``
-    (one line per seed) of a final retrain, drawn into ``folder``."""
+    (one line per seed) of a final retrain, drawn into ``folder``, and the error analysis
+    of the first seed's model (``error_report``: the model ``best`` exports and
+    ``best --register`` registers)."""
     seeds = list(outcome.results)
     trial = outcome.trial_number
-    return [
+    analysis = []
+    if outcome.dataset is not None:
+        first = outcome.results[seeds[0]]
+        analysis = write_error_analysis(outcome.config, first, outcome.dataset, folder)
+    return analysis + [
         confusion_png(
             outcome.confusion,
             outcome.classes,

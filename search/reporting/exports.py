@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import optuna
 
     from search.config import TrialConfig
-    from search.training import TrainResult
+    from search.training import Dataset, TrainResult
 
 
 def best_config_document(
@@ -89,6 +89,39 @@ def best_config_document(
     ]
     header.append("# rerun: python cli.py train --config THIS_FILE --test")
     return "\n".join(header) + "\n\n" + config.to_toml()
+
+
+def register_model(spec: StudySpec, name: str, trial_number: int | None = None) -> str:
+    """Put the retrained model of the best trial (or of ``trial_number``) into the MLflow
+    Model Registry as a new version of ``name``: the first seed's model of that trial's
+    latest final retrain. Returns the line to print."""
+    from search.store.logged_model import logged_models, register
+
+    tracker = Tracker(spec.name, create=False)
+    runs = tracker.complete_trial_runs(spec.objective_metrics)
+    trial = choose([(n, v) for n, v, _ in runs], spec.directions, trial_number)
+    finals = [
+        r
+        for r in tracker.find_runs(
+            "final", f"tags.`{TRIAL_TAG}` = '{trial}'", order_by=["attributes.start_time DESC"]
+        )
+        if r.info.status == "FINISHED"
+    ]
+    models = [m for m in logged_models(tracker.client, finals[0].info.run_id)] if finals else []
+    if not models:
+        which = "" if trial_number is None else f" --trial {trial}"
+        raise ConfigError(
+            f"trial {trial} has no retrained MLflow model to register: run "
+            f"`cli.py retrain --study {spec.name}{which}` first",
+            key="--register",
+            value=name,
+        )
+    version = register(tracker.client, models[0].model_id, name)
+    return (
+        f"registered {name} version {version}: {models[0].name} (trial {trial}, MLflow "
+        f"model {models[0].model_id}); load it with "
+        f"mlflow.pytorch.load_model('models:/{name}/{version}')"
+    )
 
 
 def study_front(spec: StudySpec, trial_number: int | None = None) -> str:
@@ -162,9 +195,12 @@ def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) 
     return rows
 
 
-def write_train_outputs(out: Path, cfg: TrialConfig, results: Sequence[TrainResult]) -> list[Path]:
+def write_train_outputs(
+    out: Path, cfg: TrialConfig, results: Sequence[TrainResult], dataset: Dataset | None = None
+) -> list[Path]:
     """``config.toml``, ``metrics.json`` (one report, or a list of them for k folds) and
-    ``model.pt`` (the last run's ``state_dict``) in ``out``."""
+    ``model.pt`` (the last run's ``state_dict``) in ``out``; after a test-split run, also
+    its error analysis (``error_report``: JSON and PNGs)."""
     import torch
 
     def report(r: TrainResult) -> dict:
@@ -190,4 +226,8 @@ def write_train_outputs(out: Path, cfg: TrialConfig, results: Sequence[TrainResu
         )
     )
     torch.save(results[-1].state_dict, paths[2])
+    if dataset is not None:
+        from search.reporting.error_report import write_error_analysis
+
+        paths += write_error_analysis(cfg, results[-1], dataset, out)
     return paths

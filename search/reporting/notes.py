@@ -24,12 +24,17 @@ def _latest(tracker: Tracker, kind: str) -> object | None:
 
 
 def _run_link(tracker: Tracker, run_id: str) -> str:
-    """Where to open a run: a link on a tracking server, else the `mlflow ui` command."""
+    """Where to open a run, on one Markdown line: a link on a tracking server, else the
+    `mlflow ui` command and the link to open once it runs (on its default port, 5000).
+    MLflow 3's UI opens an experiment in its GenAI view (traces, token usage) whatever the
+    experiment's `mlflow.experimentKind` tag says, unless the page's `workflowType` query
+    asks for the model-training view (runs, metrics, charts): the links ask for it."""
     uri = tracker.uri
+    page = f"/#/experiments/{tracker.experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
-        base = uri.rstrip("/")
-        return f"[{run_id}]({base}/#/experiments/{tracker.experiment_id}/runs/{run_id})"
-    return f"`{run_id}` (`mlflow ui --backend-store-uri {mask_credentials(uri)}`)"
+        return f"[{run_id}]({uri.rstrip('/')}{page})"
+    command = f"mlflow ui --backend-store-uri {mask_credentials(uri)}"
+    return f"`{run_id}` (`{command}`, then open <http://127.0.0.1:5000{page}>)"
 
 
 def _ablation_markdown(tracker: Tracker, run_id: str) -> str | None:

@@ -15,6 +15,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.engine import open_study
+from search.reporting.error_analysis import JSON_NAME, error_markdown, read_json
+from search.reporting.error_report import FIGURES
 from search.reporting.exports import best_value
 from search.reporting.figures import (
     best_curves_png,
@@ -112,6 +114,20 @@ def pareto_section(spec: StudySpec, study: optuna.Study, tracker: Tracker, out: 
     ]
 
 
+def error_section(tracker: Tracker, final: Any, out: Path) -> list[str]:
+    """The final model's error analysis, as its retrain logged it (first seed)."""
+    if not _download(tracker, final.info.run_id, JSON_NAME, out, JSON_NAME):
+        return []
+    figures = {
+        caption: name
+        for name, caption in FIGURES.items()
+        if _download(tracker, final.info.run_id, name, out, name)
+    }
+    seed = final.data.tags.get("seeds", "").split(",")[0]
+    text = error_markdown(read_json(out / JSON_NAME), figures=figures)
+    return [text.replace("(test split)", f"(test split, seed {seed})", 1), ""]
+
+
 def write_report(spec: StudySpec, out: Path, storage: str | None = None) -> Path:
     """Write ``out/report.md`` and its PNGs; returns the markdown file's path."""
     study = open_study(spec, storage, create=False)
@@ -193,6 +209,7 @@ def write_report(spec: StudySpec, out: Path, storage: str | None = None) -> Path
                 "(classification_report.txt)",
                 "",
             ]
+        lines += error_section(tracker, f, out)
 
     ablations = [
         r

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from search.retrain import FinalOutcome
     from search.study import StudySpec
     from search.training import (
+        Dataset,
         EpochStats,
         EvalReport,
         TrainResult,
@@ -377,4 +378,19 @@ def final_lines(outcome: FinalOutcome) -> str:
         f"final (trial {outcome.trial_number}): test accuracy {pct(mean)}{spread}   "
         f"MLflow run {outcome.run_id}"
     )
+    if outcome.dataset is not None:
+        seed, first = next(iter(outcome.results.items()))
+        lines += error_summary(first, outcome.dataset, f" (seed {seed})")
     return "\n".join(lines)
+
+
+def error_summary(result: TrainResult, dataset: Dataset, which: str = "") -> list[str]:
+    """A few lines on where a final model fails: calibration and the most confused pairs."""
+    from search.reporting.error_report import test_analysis
+
+    analysis = test_analysis(result, dataset)
+    if analysis is None:
+        return []
+    from search.reporting.error_analysis import error_lines
+
+    return [f"error analysis{which}:"] + [f"  {line}" for line in error_lines(analysis)]

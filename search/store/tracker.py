@@ -6,7 +6,9 @@ Layout, one experiment per study:
 - a child run per Optuna trial (``kind=trial``): params = the flat ``TrialConfig``,
   per-epoch metrics, tags with the trial number and state; pruned -> KILLED, failed ->
   FAILED with the reason;
-- child runs for final retrains (``kind=final``) with test metrics and artifacts.
+- child runs for final retrains (``kind=final``) with test metrics and artifacts;
+- on trial and final runs, the data they read as MLflow dataset inputs (``log_dataset``)
+  and, when asked, CPU/GPU use as ``system/*`` metrics (``system_metrics``).
 
 We use ``MlflowClient`` with explicit run ids rather than the fluent ``mlflow.start_run``
 API, so no global "active run" state leaks between trials.
@@ -15,9 +17,13 @@ API, so no global "active run" state leaks between trials.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
+import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +39,23 @@ TRIAL_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"
 REASON_TAG = "cifar_search.reason"
 RETRY_TAG = "cifar_search.retry_of"  # on a retry's run: the number of the lost trial it reruns
-# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, token
-# usage); this one opens it in the model-training view (runs, metrics, charts).
+DATA_DIGEST_TAG = "cifar_search.data_digest"  # the run's dataset's content digest
+# What kind of experiment this is, for MLflow: model training (runs, metrics, charts), not a
+# GenAI app (traces, token usage). MLflow 3.17's UI still opens every experiment in the view
+# chosen by its own switch or the address's ?workflowType=machine_learning, which the links
+# the tool writes carry (reporting/notes.py).
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+@dataclass(frozen=True)
+class DataUse:
+    """One role in which a run read a dataset: ``context`` is MLflow's ``mlflow.data.context``
+    (training, validation or test), ``digest`` the fingerprint of the rows read in that role,
+    ``sizes`` their counts for the profile (``{"rows": 45000}``)."""
+
+    context: str
+    digest: str
+    sizes: Mapping[str, Any]
 
 
 class Tracker:
@@ -191,6 +211,76 @@ class Tracker:
         self.set_tags(run_id, extra)
         self.client.set_terminated(run_id, status=status)
 
+    @deferred()
+    def log_dataset(
+        self,
+        run_id: str,
+        name: str,
+        digest: str,
+        source: str,
+        uses: Sequence[DataUse],
+        *,
+        sizes: Mapping[str, Any] | None = None,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
+        """Record the data a run read as its MLflow dataset inputs, as ``mlflow.log_input``
+        does: one input per use, named ``name``, with the use's digest and its context as the
+        input tag ``mlflow.data.context``; the source (a ``file://`` folder is a "local"
+        source, anything else the "code" that made the data), the ``(N, *image_shape)``
+        uint8 images and int64 labels as schema, and as profile the use's ``sizes``, the
+        dataset's ``sizes`` (split sizes) and its whole-content ``digest``, also the run's
+        tag ``cifar_search.data_digest`` (filter runs on the same data by it).
+
+        MLflow keeps one dataset per experiment, name and digest (the first one logged), so
+        a use's digest must fix everything in its profile: the rows, not only the data."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        if source.startswith("file:"):
+            source_type, source_json = "local", json.dumps({"uri": source})
+        else:
+            source_type = "code"
+            source_json = json.dumps({"tags": {"mlflow.source.name": source}})
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=name,
+                    digest=use.digest,
+                    source_type=source_type,
+                    source=source_json,
+                    schema=None if image_shape is None else _tensor_schema(image_shape),
+                    profile=json.dumps({**use.sizes, **(sizes or {}), "dataset_digest": digest}),
+                ),
+                [InputTag(MLFLOW_DATASET_CONTEXT, use.context)],
+            )
+            for use in uses
+        ]
+        self.client.log_inputs(run_id, datasets=inputs)
+        self.set_tags(run_id, {DATA_DIGEST_TAG: digest})
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, interval_s: float) -> Iterator[None]:
+        """While the block runs, MLflow's system metrics monitor samples CPU use, memory,
+        disk and network (and each GPU's use, memory and power with nvidia-ml-py) every
+        ``interval_s`` seconds into the run's ``system/*`` metrics, in this tracker's store
+        (``$MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides the interval). However the
+        block ends, the sampling thread is stopped and its last samples written."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        # The tool's output is its own: no INFO lines when a monitor starts and stops, and
+        # no warning per sample for a GPU figure the driver does not report (its power on
+        # some virtual GPUs). Errors still show.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=interval_s, samples_before_logging=1, tracking_uri=self.uri
+        )
+        monitor.start()
+        try:
+            yield
+        finally:
+            with deferred():  # joins the thread, then writes its last samples
+                monitor.finish()
+
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
@@ -225,6 +315,30 @@ def _create_sqlite_store(db: Path) -> None:
     except FileExistsError:
         pass
     draft.unlink()
+
+
+def _tensor_schema(image_shape: Sequence[int]) -> str:
+    """The schema ``mlflow.data.from_numpy`` gives uint8 images and int64 labels."""
+
+    def spec(dtype: str, shape: list[int]) -> str:
+        return json.dumps([{"type": "tensor", "tensor-spec": {"dtype": dtype, "shape": shape}}])
+
+    features, targets = spec("uint8", [-1, *map(int, image_shape)]), spec("int64", [-1])
+    return json.dumps({"mlflow_tensorspec": {"features": features, "targets": targets}})
+
+
+def require_system_metrics() -> None:
+    """System metrics need psutil (``search --system-metrics``): say so before any trial."""
+    if importlib.util.find_spec("psutil") is None:
+        raise ConfigError(
+            "system metrics need psutil: pip install psutil (GPU figures also need nvidia-ml-py)",
+            key="--system-metrics",
+        )
+
+
+def gpu_metrics_available() -> bool:
+    """Whether MLflow's system metrics can read NVIDIA GPUs (the nvidia-ml-py package)."""
+    return importlib.util.find_spec("pynvml") is not None
 
 
 def config_of(run: Any) -> TrialConfig:

@@ -12,6 +12,7 @@ moves the rows a run uses to the training device once.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ _CIFAR_LAYOUT = {
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A whole dataset on the host: uint8 images ``(N, 3, H, W)``, int64 labels."""
+    """A whole dataset on the host: uint8 images ``(N, 3, H, W)``, int64 labels; ``source``
+    says where it came from (a ``file://`` folder, or the code that made it)."""
 
     name: str
     train_x: np.ndarray
@@ -59,10 +61,39 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     classes: tuple[str, ...]
+    source: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The content's fingerprint: SHA-256 over the shape, dtype and bytes of all four
+        arrays and the class names (hex, ``DIGEST_CHARS`` long). Equal data, wherever and
+        whenever it is loaded, gives an equal digest; any changed pixel or label another.
+        Computed once per object: 0.1-0.3 s for CIFAR's 184 MB (SHA-256 runs at 1-1.5 GB/s
+        on a CPU with SHA instructions; it reads the arrays in place, without a copy)."""
+        h = hashlib.sha256()
+        for array in (self.train_x, self.train_y, self.test_x, self.test_y):
+            data = _little_endian(array)
+            h.update(f"{data.dtype.str}{data.shape};".encode())
+            h.update(data)
+        h.update("\n".join(self.classes).encode())
+        return h.hexdigest()[:DIGEST_CHARS]
+
+    def rows_digest(self, split: str, *index_sets: np.ndarray) -> str:
+        """The fingerprint of rows of ``split`` ("train" or "test"): of ``index_sets`` in
+        turn (the folds of a k-fold, say), or of the whole split when none are given. It
+        hashes the dataset's digest and the indices, not the pixels again, so it costs
+        microseconds and still tells apart any two different selections of rows."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        h = hashlib.sha256(f"{self.digest}:{split}".encode())
+        for indices in index_sets:
+            h.update(b"|")
+            h.update(_little_endian(np.asarray(indices, dtype=np.int64)))
+        return h.hexdigest()[:DIGEST_CHARS]
 
     @functools.cached_property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -70,6 +101,15 @@ class Dataset:
         normalisation statistics. The test split is not looked at."""
         x = self.train_x.astype(np.float64) / 255.0
         return tuple(x.mean(axis=(0, 2, 3)).tolist()), tuple(x.std(axis=(0, 2, 3)).tolist())
+
+
+DIGEST_CHARS = 16  # 64 bits: no collision among any realistic number of datasets
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    """The array's bytes in one fixed order (no copy when it is already contiguous and
+    little-endian), so that the digest does not depend on the machine."""
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -177,7 +217,7 @@ def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
     train_y = np.concatenate([y for _, y in parts])
     test_x, test_y = read_cifar_batch(base / test_file, label_key)
     classes = tuple(c.decode() for c in _unpickle(base / meta_file)[names_key])
-    return Dataset(name, train_x, train_y, test_x, test_y, classes)
+    return Dataset(name, train_x, train_y, test_x, test_y, classes, base.as_uri())
 
 
 _ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
@@ -221,6 +261,7 @@ def _load_digits() -> Dataset:
         images[test_idx],
         labels[test_idx],
         tuple(str(d) for d in range(10)),
+        "sklearn.datasets.load_digits (upsampled to 32x32x3, stratified 80/20 split, seed 0)",
     )
 
 
@@ -248,4 +289,5 @@ def _load_synthetic(size: int, num_classes: int) -> Dataset:
         test_x,
         test_y,
         tuple(f"class_{i}" for i in range(num_classes)),
+        f"search.training.datasets synthetic (size {size}, {num_classes} classes, seed 1234)",
     )

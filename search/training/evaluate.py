@@ -4,7 +4,7 @@ full ``EvalReport`` (confusion matrix, per-class accuracy, macro P/R/F1, inferen
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ class EvalReport:
     f1_macro: float
     n_images: int
     inference_ms_per_image: float
+    # softmax of the logits, (n_images, classes) float32: what the error analysis of a
+    # final model (confusions, calibration, confident mistakes) is computed from
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
         keys = (
@@ -124,4 +127,5 @@ def evaluate(
         f1_macro=float(f1),
         n_images=len(y_true),
         inference_ms_per_image=ms_per_image,
+        probabilities=torch.softmax(logits, dim=1).cpu().numpy().astype(np.float32),
     )

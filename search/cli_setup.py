@@ -1,0 +1,66 @@
+"""How ``cli.py`` runs as a process: its click group class (a user error is one line on
+stderr and exit code 2), the process-wide settings every command starts with
+(``configure_libraries``) and the config that ``train`` and ``check-fast-path`` assemble
+from a file, options and ``--set``. The options themselves are in ``cli_args``.
+
+Light on purpose, like ``cli_args``: click and ``search.errors`` at module level only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from search.config import TrialConfig
+
+
+class Commands(click.Group):
+    """Turns user errors into one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def configure_libraries() -> None:
+    """What every command starts with (the group's callback): warnings as one line, like our
+    errors; Optuna quiet; MLflow failing fast, without progress bars or INFO lines."""
+    import warnings
+
+    import optuna
+
+    # one line per warning, like our errors, instead of Python's two-line format
+    warnings.showwarning = lambda message, category, *args, **kwargs: click.echo(
+        f"warning: {message}", err=True
+    )
+    # We print our own progress and keep failed trials' tracebacks in MLflow, so Optuna's
+    # per-trial warnings (a traceback per failed trial) would only repeat them.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # MLflow retries an unreachable server for minutes by default; fail within ~a minute.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm noise
+    # The tool's output is its own: no "Creating initial MLflow database tables..." on a
+    # first run. Read by MLflow when it is imported (later, by the commands that need it),
+    # and inherited by the worker processes of `search --workers`.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def trial_config(
+    options: Mapping[str, Any], assignments: Sequence[str] = (), config_file: str | None = None
+) -> TrialConfig:
+    """The config that ``train`` and ``check-fast-path`` run: ``config_file`` (or the
+    defaults), then the options given (flat keys; ``None`` means not given), then ``--set``."""
+    from search.config import TrialConfig, parse_assignments
+
+    cfg = TrialConfig.from_file(config_file) if config_file else TrialConfig()
+    cfg = cfg.with_overrides({k: v for k, v in options.items() if v is not None})
+    return cfg.with_overrides(parse_assignments(assignments))

@@ -1,0 +1,143 @@
+"""Figures of a final model's errors on the test split (see ``error_analysis``): the most
+confidently wrong images, per-class accuracy and the reliability diagram. PNGs drawn with
+matplotlib's non-interactive backend, like ``figures``: each takes data and a path and
+returns the path (None when there is nothing to draw)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from search.reporting.error_analysis import CalibrationBin  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _hwc(image: np.ndarray) -> np.ndarray:
+    """A (3, H, W) or (H, W, 3) uint8 image as (H, W, 3) for imshow."""
+    image = np.asarray(image)
+    return image.transpose(1, 2, 0) if image.shape[0] == 3 and image.shape[-1] != 3 else image
+
+
+def wrong_images_png(
+    images_uint8: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    indices: Sequence[int] | np.ndarray,
+    classes: Sequence[str],
+    path: Path,
+    columns: int = 5,
+) -> Path | None:
+    """A grid of the test images at ``indices`` (the most confidently wrong ones), each
+    titled with its true class, the predicted class and the prediction's probability.
+    ``images_uint8``: the raw (N, 3, H, W) test images."""
+    indices = [int(i) for i in indices]
+    if not indices:
+        return None
+    columns = min(columns, len(indices))
+    rows = math.ceil(len(indices) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, indices):
+        predicted = int(np.argmax(probabilities[i]))
+        ax.imshow(_hwc(images_uint8[i]), interpolation="nearest")
+        ax.set_title(
+            f"true: {classes[int(labels[i])]}\npred: {classes[predicted]}\n"
+            f"{100 * float(probabilities[i][predicted]):.1f}% (#{i})",
+            fontsize=8,
+            color="#b22222" if predicted != int(labels[i]) else "black",
+        )
+    fig.suptitle("most confident mistakes (test split)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def per_class_png(
+    per_class_accuracy: Sequence[float], classes: Sequence[str], path: Path
+) -> Path | None:
+    """Per-class accuracy as horizontal bars sorted from worst (top) to best, with the
+    mean as a line; small labels past 40 classes, so 100 classes stay readable. Classes
+    without test images (NaN) are left out."""
+    shown = sorted(
+        (float(a), c) for a, c in zip(per_class_accuracy, classes) if not math.isnan(float(a))
+    )
+    if not shown:
+        return None
+    n = len(shown)
+    font = 9 if n <= 40 else 6
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.17 * n + 1.2)))
+    values = [100 * a for a, _ in shown]
+    colours = plt.cm.RdYlGn(np.array(values) / 100)
+    ax.barh(range(n), values, color=colours, height=0.8)
+    ax.set_yticks(range(n), [c for _, c in shown], fontsize=font)
+    ax.invert_yaxis()  # worst on top
+    mean = float(np.mean(values))
+    ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.1f}%")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set(xlabel="test accuracy (%)", title=f"per-class accuracy ({n} classes, worst on top)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def reliability_png(bins: Sequence[CalibrationBin], ece: float, path: Path) -> Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal of perfect
+    calibration (the gap to it shaded), and below it how many predictions fall in each
+    bin (log scale); the expected calibration error in the title."""
+    fig, (ax, ax_count) = plt.subplots(
+        2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    lower = np.array([b.lower for b in bins])
+    width = np.array([b.upper - b.lower for b in bins])
+    counts = np.array([b.count for b in bins])
+    filled = counts > 0
+    acc = np.array([b.accuracy for b in bins])[filled]
+    conf = np.array([b.confidence for b in bins])[filled]
+    ax.bar(
+        lower[filled],
+        acc,
+        width=width[filled],
+        align="edge",
+        color="#4c72b0",
+        edgecolor="white",
+        label="accuracy",
+    )
+    ax.bar(
+        lower[filled],
+        conf - acc,
+        bottom=acc,
+        width=width[filled],
+        align="edge",
+        color="#dd8452",
+        alpha=0.45,
+        edgecolor="#dd8452",
+        label="gap to mean confidence",
+    )
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(f"reliability diagram: ECE {100 * ece:.2f}%")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax_count.bar(lower, counts, width=width, align="edge", color="#55a868", edgecolor="white")
+    if counts.max(initial=0) > 0:
+        ax_count.set_yscale("log")
+    ax_count.set(xlabel="confidence (top probability)", ylabel="predictions")
+    ax_count.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
