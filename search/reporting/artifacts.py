@@ -6,6 +6,7 @@ artifacts=final_figures)``), so that they never import the reporting layer."""
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,10 @@ def final_figures(outcome: FinalOutcome, folder: Path) -> list[Path]:
     analysis = []
     if outcome.dataset is not None:
         first = outcome.results[seeds[0]]
-        analysis = write_error_analysis(outcome.config, first, outcome.dataset, folder)
+        try:  # best effort: the checkpoints and metrics are logged whatever happens here
+            analysis = write_error_analysis(outcome.config, first, outcome.dataset, folder)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"error analysis not written: {type(exc).__name__}: {exc}", stacklevel=2)
     return analysis + [
         confusion_png(
             outcome.confusion,

@@ -100,6 +100,8 @@ def register_model(spec: StudySpec, name: str, trial_number: int | None = None) 
     tracker = Tracker(spec.name, create=False)
     runs = tracker.complete_trial_runs(spec.objective_metrics)
     trial = choose([(n, v) for n, v, _ in runs], spec.directions, trial_number)
+    if trial is None:
+        raise ConfigError("no COMPLETE trial in MLflow yet", key="study", value=spec.name)
     finals = [
         r
         for r in tracker.find_runs(

@@ -103,16 +103,20 @@ def log_classifier(
     run = client.get_run(run_id)
     with _quiet(quiet):
         signature = classifier_signature(model, example)
-        with deferred():
-            logged = client.create_logged_model(
-                run.info.experiment_id,
-                name=name,
-                source_run_id=run_id,
-                tags={str(k): str(v) for k, v in (tags or {}).items()},
-                params={**run.data.params, **{str(k): str(v) for k, v in (params or {}).items()}},
-                model_type=MODEL_TYPE,
-            )
+        logged = None
         try:
+            with deferred():  # an interrupt lands after it: inside the try, which fails it
+                logged = client.create_logged_model(
+                    run.info.experiment_id,
+                    name=name,
+                    source_run_id=run_id,
+                    tags={str(k): str(v) for k, v in (tags or {}).items()},
+                    params={
+                        **run.data.params,
+                        **{str(k): str(v) for k, v in (params or {}).items()},
+                    },
+                    model_type=MODEL_TYPE,
+                )
             with deferred():
                 client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step)])
             _upload(client, logged, run_id, model, signature, example)
@@ -122,8 +126,9 @@ def log_classifier(
                     client.log_batch(run_id, metrics=linked)
                 client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         except BaseException:
-            with contextlib.suppress(Exception), deferred():
-                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            if logged is not None:
+                with contextlib.suppress(Exception), deferred():
+                    client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
             raise
     return client.get_logged_model(logged.model_id)
 

@@ -255,7 +255,14 @@ class Tracker:
             )
             for use in uses
         ]
-        self.client.log_inputs(run_id, datasets=inputs)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except MlflowException:
+            # MLflow looks a dataset up, then inserts it, unlocked: two workers logging the
+            # same data at once make one fail on the unique key. The dataset exists now.
+            self.client.log_inputs(run_id, datasets=inputs)
         self.set_tags(run_id, {DATA_DIGEST_TAG: digest})
 
     @contextlib.contextmanager
@@ -264,7 +271,9 @@ class Tracker:
         disk and network (and each GPU's use, memory and power with nvidia-ml-py) every
         ``interval_s`` seconds into the run's ``system/*`` metrics, in this tracker's store
         (``$MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides the interval). However the
-        block ends, the sampling thread is stopped and its last samples written."""
+        block ends, the sampling thread is stopped and joined; samples of a last, partial
+        interval are not written (MLflow's monitor drops them), so a trial shorter than
+        ``interval_s`` records none."""
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         # The tool's output is its own: no INFO lines when a monitor starts and stops, and
@@ -278,7 +287,7 @@ class Tracker:
         try:
             yield
         finally:
-            with deferred():  # joins the thread, then writes its last samples
+            with deferred():  # stops and joins the sampling thread
                 monitor.finish()
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:

@@ -111,3 +111,47 @@ def test_train_test_out_writes_the_error_analysis(study_file, tmp_path):
     result = run_cli("train", *args, "--out", tmp_path / "val", cwd=tmp_path)
     assert result.exit_code == 0 and "error analysis" not in result.stdout
     assert not (tmp_path / "val" / "error_analysis.json").exists()
+
+
+def _searched_tiny(study_file, tmp_path, monkeypatch):
+    from search import engine
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(Path("mlruns/mlflow.db")))
+    spec = load_study(str(study_file("faults", study={"n_trials": 1}, retrain={"seeds": [0, 1]})))
+    return spec, engine.run_search(spec, engine.SearchOptions()).study
+
+
+def test_a_failing_analysis_costs_the_analysis_not_the_retrain(study_file, tmp_path, monkeypatch):
+    # faults injected into the figures; the retrain's handling of them is under test
+    from search.reporting import error_report, final_figures
+    from search.retrain import retrain_study
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure today")
+
+    spec, study = _searched_tiny(study_file, tmp_path, monkeypatch)
+    monkeypatch.setattr(error_report, "reliability_png", broken)
+    with pytest.warns(UserWarning, match="error analysis not written: RuntimeError"):
+        outcome = retrain_study(spec, study, artifacts=final_figures)
+    run = Tracker("faults", create=False).client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    names = {a.path for a in Tracker("faults", create=False).client.list_artifacts(run.info.run_id)}
+    assert {"model_seed0.pt", "model_seed1.pt", "confusion_matrix.png"} <= names
+
+
+def test_a_model_that_cannot_be_packaged_keeps_its_weights(study_file, tmp_path, monkeypatch):
+    from search import retrain
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("torch.export cannot trace this model")
+
+    spec, study = _searched_tiny(study_file, tmp_path, monkeypatch)
+    monkeypatch.setattr(retrain, "log_classifier", refuses)
+    with pytest.warns(UserWarning, match="seed 0: the model was not logged as an MLflow model"):
+        outcome = retrain.retrain_study(spec, study)
+    assert sorted(outcome.results) == [0, 1] and outcome.model_uris == {}  # both seeds trained
+    tracker = Tracker("faults", create=False)
+    assert tracker.client.get_run(outcome.run_id).info.status == "FINISHED"
+    names = {a.path for a in tracker.client.list_artifacts(outcome.run_id)}
+    assert {"model_seed0.pt", "model_seed1.pt"} <= names
