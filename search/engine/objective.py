@@ -214,7 +214,11 @@ class Objective:
             if fold == 0 and not self.spec.multi_objective:
                 value = getattr(stats, metric)
                 trial.report(value, stats.epoch)
-                if trial.should_prune():
+                # After the last epoch of a holdout trial there is nothing left to save:
+                # pruning it would only throw its finished result away (a Hyperband rung can
+                # fall on the last epoch). With k folds, the other folds are still to run.
+                nothing_left = stats.epoch >= epochs and n_folds == 1
+                if not nothing_left and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {stats.epoch}: {metric} {value:.4f}")
 
         return report

@@ -393,3 +393,25 @@ def test_a_cost_that_cannot_be_measured_fails_the_trial_not_the_study(
     runs = Tracker("oom", create=False).find_runs("trial")
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
     assert {r.data.tags["cifar_search.reason"] for r in runs} == {reason}
+
+
+@pytest.mark.parametrize(
+    "fixed, state, epochs_run",
+    [
+        ({"optim.epochs": 2}, "PRUNED", 1),  # pruned after epoch 1: epoch 2 saved
+        ({"optim.epochs": 1}, "COMPLETE", 1),  # its last epoch: nothing left to save
+        ({"optim.epochs": 1, "data.kfold": 2}, "PRUNED", 1),  # fold 1 is still to run
+    ],
+)
+def test_a_trial_is_never_pruned_after_its_last_epoch(
+    workdir, study_file, monkeypatch, fixed, state, epochs_run
+):
+    # a pruner that prunes whenever it is asked (val_acc is never above 2): the objective's
+    # choice of when to ask is under test
+    from search.engine import loop
+
+    monkeypatch.setattr(loop, "make_pruner", lambda spec: optuna.pruners.ThresholdPruner(lower=2.0))
+    spec = load_study(str(study_file("always", study={"n_trials": 1}, fixed=fixed)))
+    (trial,) = engine.run_search(spec, engine.SearchOptions()).study.trials
+    assert trial.state.name == state
+    assert len(trial.intermediate_values) == epochs_run
