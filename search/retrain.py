@@ -19,12 +19,12 @@ from optuna.trial import TrialState
 from sklearn.metrics import classification_report
 
 from search.config import TrialConfig
-from search.engine.objective import log_data_inputs
+from search.engine.data_inputs import log_data_inputs
 from search.errors import ConfigError
 from search.store import TRIAL_TAG, Tracker
 from search.store.logged_model import log_classifier
 from search.study import StudySpec
-from search.study.objectives import choose
+from search.study.objectives import choose, directions_of
 from search.training import Dataset, EpochStats, TrainResult, final_run, load_dataset
 from search.training.packaged import packaged_model, predict_proba
 
@@ -57,7 +57,7 @@ def pick_trial(study: optuna.Study, trial_number: int | None) -> optuna.trial.Fr
     several objectives "best" is ``objectives.preferred``: the Pareto front's best on the
     first objective."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    directions = [d.name.lower() for d in study.directions]
+    directions = directions_of(study)
     number = choose([(t.number, t.values) for t in complete], directions, trial_number)
     if number is None:
         raise ConfigError(
@@ -192,7 +192,7 @@ def _log_model(
         dataset.test_x[:4],
         params={"runtime.seed": str(seed)},
         metrics=linked,
-        tags={"cifar_search.seed": str(seed), "optuna.trial_number": str(trial_number)},
+        tags={"cifar_search.seed": str(seed), TRIAL_TAG: str(trial_number)},
     )
     return logged.model_uri
 

@@ -10,7 +10,7 @@ from search.engine.loop import (
     open_study,
     run_search,
 )
-from search.engine.objective import EpochEvent, Objective, best_value
+from search.engine.objective import EpochEvent, Objective
 from search.engine.workers import (
     WORKER_ENV,
     WorkersFailed,
@@ -31,7 +31,6 @@ __all__ = [
     "TrialEvent",
     "WorkersFailed",
     "apply_overrides",
-    "best_value",
     "open_study",
     "retry_lost_trial",
     "run_search",

@@ -26,7 +26,7 @@ from search.engine.coordination import (
     rdb_storage,
     retry_lost_trial,
 )
-from search.engine.objective import EpochEvent, Objective, best_value, close_orphan_runs
+from search.engine.objective import EpochEvent, Objective, close_orphan_runs
 from search.engine.warm_start import FROM_ATTR, enqueue_warm_start, warm_start_trials
 from search.errors import ConfigError
 from search.store import (
@@ -39,6 +39,7 @@ from search.store import (
 )
 from search.store.tracker import gpu_metrics_available, require_system_metrics
 from search.study import StudySpec, make_pruner, study_sampler
+from search.study.objectives import best_value, directions_of
 from search.training import load_dataset
 
 
@@ -113,28 +114,22 @@ def open_study(
     objectives: Optuna keeps a study's directions for good."""
     liveness = Liveness(heartbeat, heartbeat * GRACE_BEATS, retry_lost_trial)
     storage = open_storage(spec.name, storage_url, create=create, liveness=liveness)
-    if not create:
+    common = {
+        "study_name": spec.name,
+        "storage": storage,
+        "sampler": study_sampler(spec),
+        "pruner": make_pruner(spec),
+    }
+    if create:
+        study = optuna.create_study(**common, directions=spec.directions, load_if_exists=True)
+    else:
         try:
-            study = optuna.load_study(
-                study_name=spec.name,
-                storage=storage,
-                sampler=study_sampler(spec),
-                pruner=make_pruner(spec),
-            )
+            study = optuna.load_study(**common)
         except KeyError:
             raise ConfigError(
                 "no trials yet: run `cli.py search` first", key="study", value=spec.name
             ) from None
-    else:
-        study = optuna.create_study(
-            study_name=spec.name,
-            storage=storage,
-            sampler=study_sampler(spec),
-            pruner=make_pruner(spec),
-            directions=spec.directions,
-            load_if_exists=True,
-        )
-    stored = [d.name.lower() for d in study.directions]
+    stored = directions_of(study)
     names = study.metric_names  # None for a study made before objectives were named
     if stored != spec.directions or (names is not None and names != spec.measures):
         what = ", ".join(

@@ -6,8 +6,8 @@ the same single-split learning curve; once fold 0 has finished, the other folds 
 without pruning and the objective is the mean over all folds (std kept as a user attr).
 With a holdout (the default) there is only fold 0.
 
-Each trial's run records the data it read (``log_data_inputs``) and, with system metrics
-on, its CPU/GPU use while the trial runs.
+Each trial's run records the data it read (``data_inputs``) and, with system metrics on,
+its CPU/GPU use while the trial runs.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ from optuna.trial import TrialState
 
 from search.config import TrialConfig, format_value
 from search.engine.coordination import RETRY_ATTR, ClaimLock, Heartbeat
+from search.engine.data_inputs import log_data_inputs
 from search.errors import ConfigError
 from search.store import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
-from search.store.tracker import DataUse
 from search.study import StudySpec, suggest
+from search.study.objectives import best_value
 from search.training import Dataset, EpochStats, NonFiniteLossError, validate
 from search.training.costs import (
     inference_ms_per_image,
     train_flops_per_image,
     training_seconds_per_epoch,
 )
-from search.training.protocols import ValidationResult, fold_indices
-from search.training.splits import training_indices
+from search.training.protocols import ValidationResult
 
 # Seconds between two samples of a trial's system metrics (--system-metrics): short enough
 # that a trial of a few epochs gets a curve, not one point, long enough that sampling (a
@@ -61,17 +61,6 @@ class EpochEvent:
     epochs: int
     metric: str
     best: float | None
-
-
-def best_value(study: optuna.Study) -> float | None:
-    """The best value of a single-objective study; None before its first COMPLETE trial
-    and for a multi-objective study (which has a front, not a best value)."""
-    if len(study.directions) > 1:
-        return None
-    try:
-        return study.best_value
-    except ValueError:  # no COMPLETE trial yet
-        return None
 
 
 def trial_measures(
@@ -232,52 +221,6 @@ class Objective:
             end_trial_run(self.tracker, run_id, trial.state, reason)
         except Exception:  # noqa: BLE001 - MLflow hiccup: close_orphan_runs settles it
             pass
-
-
-def log_data_inputs(
-    tracker: Tracker, run_id: str, dataset: Dataset, cfg: TrialConfig, *, final: bool = False
-) -> None:
-    """Record on ``run_id`` the data that ``cfg`` reads from ``dataset``, as MLflow dataset
-    inputs (``Tracker.log_dataset``): for a trial, its training and its validation rows (of
-    every fold with ``data.kfold``); for a final run (``final``: train + validation, then
-    the test split once), its training rows and the test split. Each input carries the
-    fingerprint and count of its rows; every one the dataset's name, source, whole-content
-    digest and split sizes."""
-    d = cfg.data
-    if final:
-        train_idx = training_indices(dataset, d.train_limit, d.seed)
-        uses = [
-            DataUse("training", dataset.rows_digest("train", train_idx), {"rows": len(train_idx)}),
-            DataUse("test", dataset.rows_digest("test"), {"rows": len(dataset.test_y)}),
-        ]
-    else:
-        pairs = fold_indices(cfg, dataset)
-        uses = [
-            _data_use("training", dataset, [train for train, _ in pairs]),
-            _data_use("validation", dataset, [val for _, val in pairs]),
-        ]
-    sizes = {
-        "dataset_train_rows": len(dataset.train_y),
-        "dataset_test_rows": len(dataset.test_y),
-        "classes": dataset.num_classes,
-    }
-    tracker.log_dataset(
-        run_id,
-        dataset.name,
-        dataset.digest,
-        dataset.source,
-        uses,
-        sizes=sizes,
-        image_shape=dataset.train_x.shape[1:],
-    )
-
-
-def _data_use(context: str, dataset: Dataset, folds: list[np.ndarray]) -> DataUse:
-    """The rows of the training split that ``folds`` (one index set per fold) read."""
-    sizes: dict = {"rows": len(folds[0])}
-    if len(folds) > 1:
-        sizes.update(folds=len(folds), rows_per_fold=[len(f) for f in folds])
-    return DataUse(context, dataset.rows_digest("train", *folds), sizes)
 
 
 def end_trial_run(tracker: Tracker, run_id: str, state: TrialState, reason: str | None) -> None:

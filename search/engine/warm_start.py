@@ -24,7 +24,7 @@ from search.engine.coordination import WARM_START_FROM
 from search.errors import ConfigError
 from search.store import open_storage
 from search.study import StudySpec
-from search.study.objectives import pareto_front, ranked
+from search.study.objectives import directions_of, pareto_front, ranked
 
 DONE_ATTR = "warm_start.enqueued"  # study user attr: the warm start that was enqueued
 FROM_ATTR = WARM_START_FROM  # trial user attr: "<source study>#<trial number>"
@@ -36,7 +36,7 @@ def source_trials(source: optuna.Study, top: int | None) -> list[optuna.trial.Fr
     None), best first."""
     complete = source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     candidates = [(t.number, t.values) for t in complete]
-    directions = [d.name.lower() for d in source.directions]
+    directions = directions_of(source)
     best = pareto_front(candidates, directions) if top is None else ranked(candidates, directions)
     by_number = {t.number: t for t in complete}
     return [by_number[number] for number, _ in best[:top]]

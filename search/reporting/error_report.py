@@ -64,16 +64,16 @@ def _gradcam(
 ) -> Path | None:
     """Grad-CAM over the most confidently wrong images, on the trained weights (CPU)."""
     from search.reporting.gradcam import gradcam_png
-    from search.training import build_model
+    from search.training.packaged import packaged_model
 
     if len(wrong) == 0:
         return None
-    model = build_model(cfg, dataset.num_classes)
-    model.load_state_dict(result.state_dict)
     mean, std = dataset.mean_std
+    # the trained model on the CPU in eval mode, as the packaged MLflow model holds it
+    packaged = packaged_model(cfg, dataset.num_classes, result.state_dict, mean, std)
     predictions = result.final.probabilities[wrong].argmax(axis=1)
     return gradcam_png(
-        model.eval(),
+        packaged.model,
         dataset.test_x[wrong],
         dataset.test_y[wrong],
         predictions,
@@ -84,5 +84,5 @@ def _gradcam(
         device="cpu",
         n=len(wrong),
         name=cfg.model.name,
-        resize=cfg.aug.resize,
+        resize=packaged.resize,
     )

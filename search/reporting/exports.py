@@ -16,11 +16,9 @@ from search.errors import ConfigError
 from search.reporting.pareto import front_summary
 from search.store import TRIAL_TAG, Tracker, config_of
 from search.study import StudySpec, list_studies, load_study
-from search.study.objectives import choose, pareto_front
+from search.study.objectives import best_value, choose, pareto_front
 
 if TYPE_CHECKING:
-    import optuna
-
     from search.config import TrialConfig
     from search.training import Dataset, TrainResult
 
@@ -141,17 +139,6 @@ def _front_json(spec: StudySpec, candidates: list[tuple[int, tuple]]) -> dict[st
         "objectives": [{"measure": o.measure, "direction": o.direction} for o in spec.objectives],
         "pareto_front": [{"trial": n, **dict(zip(spec.measures, v))} for n, v in front],
     }
-
-
-def best_value(study: optuna.Study) -> float | None:
-    """The study's best objective value, or None before its first COMPLETE trial and for
-    a multi-objective study."""
-    if len(study.directions) > 1:
-        return None
-    try:
-        return study.best_value
-    except ValueError:
-        return None
 
 
 def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) -> list[tuple]:

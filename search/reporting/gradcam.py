@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from search.training.augment import normalise
+
 
 class GradCamSkipped(UserWarning):
     """``gradcam_png`` drew nothing: the model has no convolutional feature map."""
@@ -95,12 +97,10 @@ def _normalised(
     resize: int,
 ) -> torch.Tensor:
     """``(uint8 / 255 - mean) / std`` as training evaluates (``BatchAugment.eval_batch``)."""
-    x = torch.as_tensor(np.asarray(images_uint8)).to(device=device, dtype=torch.float32) / 255.0
-    if resize > 1:
-        x = nn.functional.interpolate(x, scale_factor=resize, mode="bilinear", align_corners=False)
+    x = torch.as_tensor(np.asarray(images_uint8)).to(device)
     m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    return ((x - m) / s).to(dtype)
+    return normalise(x, m, s, resize).to(dtype)
 
 
 def gradcam_maps(

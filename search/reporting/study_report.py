@@ -17,7 +17,6 @@ from optuna.trial import TrialState
 from search.engine import open_study
 from search.reporting.error_analysis import JSON_NAME, error_markdown, read_json
 from search.reporting.error_report import FIGURES
-from search.reporting.exports import best_value
 from search.reporting.figures import (
     best_curves_png,
     history_png,
@@ -28,7 +27,7 @@ from search.reporting.figures import (
 from search.reporting.pareto import front_table
 from search.store import TRIAL_TAG, Tracker, state_counts
 from search.study import StudySpec
-from search.study.objectives import pareto_front, preferred
+from search.study.objectives import best_value, directions_of, pareto_front, preferred
 
 CURVES = ("train_loss", "val_loss", "train_acc", "val_acc")  # the metrics best_curves_png draws
 
@@ -69,7 +68,7 @@ def _chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The trial ``retrain`` picks by default (the best; with several objectives the
     front's best on the first one)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    directions = [d.name.lower() for d in study.directions]
+    directions = directions_of(study)
     number = preferred([(t.number, t.values) for t in complete], directions)
     return next((t for t in complete if t.number == number), None)
 

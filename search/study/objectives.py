@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 from search.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
 
 # measure -> (the only direction that makes sense for it, what it is)
 VALIDATION_MEASURES = {
@@ -31,8 +34,6 @@ COST_MEASURES = {
 MEASURES = {**VALIDATION_MEASURES, **COST_MEASURES}
 DIRECTIONS = ("maximize", "minimize")
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
@@ -47,6 +48,22 @@ class ObjectiveSpec:
 
     def __str__(self) -> str:
         return f"{self.measure}:{self.direction}"
+
+
+def directions_of(study: optuna.Study) -> list[str]:
+    """A stored study's directions as a study file spells them ("maximize", ...)."""
+    return [d.name.lower() for d in study.directions]
+
+
+def best_value(study: optuna.Study) -> float | None:
+    """The best value of a single-objective study; None before its first COMPLETE trial
+    and for a multi-objective study (which has a front, not a best value)."""
+    if len(study.directions) > 1:
+        return None
+    try:
+        return study.best_value
+    except ValueError:  # no COMPLETE trial yet
+        return None
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:

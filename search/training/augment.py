@@ -38,6 +38,24 @@ class AugmentPlan:
         return cls(**values)
 
 
+def to_unit_float(images: torch.Tensor, resize: int = 1) -> torch.Tensor:
+    """uint8 images -> floats in [0, 1], upsampled by ``resize`` (``aug.resize``)."""
+    x = images.float().div_(255.0)
+    if resize > 1:
+        x = F.interpolate(x, scale_factor=resize, mode="bilinear", align_corners=False)
+    return x
+
+
+def normalise(
+    images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, resize: int = 1
+) -> torch.Tensor:
+    """What a model sees at evaluation: ``(uint8 / 255, upsampled, - mean) / std`` with
+    per-channel ``mean`` and ``std`` tensors shaped ``(1, C, 1, 1)``. The one definition:
+    evaluation, the packaged MLflow model and Grad-CAM all call it, so that they agree
+    bit for bit."""
+    return (to_unit_float(images, resize) - mean) / std
+
+
 class BatchAugment:
     """Applies an ``AugmentPlan`` to uint8 batches ``(B, 3, H, W)`` on their device."""
 
@@ -61,7 +79,7 @@ class BatchAugment:
             x = random_crop(x, p.crop_padding, generator)
         if p.flip:
             x = random_flip(x, generator)
-        x = self._to_float(x)
+        x = to_unit_float(x, p.resize)
         if p.rotation:
             x = random_rotation(x, p.rotation, generator)
         if p.jitter:
@@ -72,16 +90,8 @@ class BatchAugment:
         return x.contiguous(memory_format=self.memory_format)
 
     def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
-        x = (self._to_float(images) - self.mean) / self.std
+        x = normalise(images, self.mean, self.std, self.plan.resize)
         return x.contiguous(memory_format=self.memory_format)
-
-    def _to_float(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255.0)
-        if self.plan.resize > 1:
-            x = F.interpolate(
-                x, scale_factor=self.plan.resize, mode="bilinear", align_corners=False
-            )
-        return x
 
 
 def _uniform(n: int, lo: float, hi: float, like: torch.Tensor, g: torch.Generator) -> torch.Tensor:

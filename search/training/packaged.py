@@ -21,10 +21,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from search.config import TrialConfig
-from search.training.augment import AugmentPlan
+from search.training.augment import AugmentPlan, normalise
 from search.training.loop import build_model
 
 
@@ -51,10 +50,7 @@ class PackagedClassifier(torch.nn.Module):
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """``BatchAugment.eval_batch`` (contiguous layout): the model's input."""
-        x = images.float().div(255.0)
-        if self.resize > 1:
-            x = F.interpolate(x, scale_factor=self.resize, mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        return normalise(images, self.mean, self.std, self.resize)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(self.normalise(images)).float(), dim=1)

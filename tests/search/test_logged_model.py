@@ -14,6 +14,7 @@ import pytest
 import torch
 from mlflow.entities import LoggedModelStatus
 from mlflow.models import Model
+from tiny_study import FIXED
 
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
@@ -29,18 +30,8 @@ from search.training import AugmentPlan, BatchAugment, final_run, load_dataset
 from search.training.evaluate import _logits
 from search.training.packaged import PackagedClassifier, packaged_model, predict_proba
 
-CONFIG = {
-    "model.name": "improved_cnn",
-    "model.width": 0.25,
-    "optim.epochs": 2,
-    "optim.batch_size": 32,
-    "aug.preset": "none",
-    "runtime.device": "cpu",
-    "runtime.eval_batch_size": 16,  # several evaluation batches, like a real test split
-    "data.dataset": "synthetic",
-    "data.synthetic_size": 200,
-    "data.synthetic_classes": 4,
-}
+# the tiny study's fixed config, with several evaluation batches like a real test split
+CONFIG = {**FIXED, "runtime.eval_batch_size": 16, "data.dataset": "synthetic"}
 EXAMPLE = 4  # images in the input example
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from search import engine
 from search.cli_args import SYSTEM_METRICS
-from search.engine import objective
+from search.engine import data_inputs, objective
 from search.errors import ConfigError
 from search.store import Tracker, sqlite_uri
 from search.study import load_study
@@ -175,7 +175,7 @@ def test_a_final_run_records_its_training_rows_and_the_test_split(workdir, cifar
     parent = tracker.study_run({})
     run_id = tracker.start_child(parent, "final", "final-trial-0")
     cfg = TrialConfig().with_overrides({"data.dataset": "cifar10", "data.train_limit": 50})
-    objective.log_data_inputs(tracker, run_id, cifar, cfg, final=True)
+    data_inputs.log_data_inputs(tracker, run_id, cifar, cfg, final=True)
     run = tracker.client.get_run(run_id)
     inputs = _inputs(run)
     assert sorted(inputs) == ["test", "training"]
