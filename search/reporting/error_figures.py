@@ -16,14 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from search.reporting.error_analysis import CalibrationBin  # noqa: E402
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+from search.reporting.figures import save_png  # noqa: E402
 
 
 def _hwc(image: np.ndarray) -> np.ndarray:
@@ -62,8 +55,7 @@ def wrong_images_png(
             color="#b22222" if predicted != int(labels[i]) else "black",
         )
     fig.suptitle("most confident mistakes (test split)")
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def per_class_png(
@@ -92,8 +84,7 @@ def per_class_png(
     ax.set(xlabel="test accuracy (%)", title=f"per-class accuracy ({n} classes, worst on top)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def reliability_png(bins: Sequence[CalibrationBin], ece: float, path: Path) -> Path:
@@ -139,5 +130,4 @@ def reliability_png(bins: Sequence[CalibrationBin], ece: float, path: Path) -> P
         ax_count.set_yscale("log")
     ax_count.set(xlabel="confidence (top probability)", ylabel="predictions")
     ax_count.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
     from search.ablation import AblationOutcome
 
 
+def save_png(fig: plt.Figure, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (its folder made) and free it: pyplot keeps
+    every open figure alive, and a study draws many."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def sample_grid(
     images: np.ndarray,
     labels: np.ndarray,
@@ -49,11 +60,7 @@ def sample_grid(
             if col < len(pick):
                 ax.imshow(images[pick[col]].transpose(1, 2, 0), interpolation="nearest")
         axes[row][0].set_title(classes[cls], loc="left", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 # a final evaluation --------------------------------------------------------------------
@@ -83,10 +90,7 @@ def confusion_png(confusion: np.ndarray, classes: tuple[str, ...], path: Path, t
                         color="white" if rates[i, j] > 0.5 else "black",
                     )
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def curves_png(histories: dict[str, list], path: Path, title: str) -> Path:
@@ -106,10 +110,7 @@ def curves_png(histories: dict[str, list], path: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 # a study -------------------------------------------------------------------------------
@@ -187,10 +188,7 @@ def history_png(study: optuna.Study, metric: str, maximize: bool, path: Path) ->
     ax.set(xlabel="trial", ylabel=metric, title="optimization history")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def importance_png(study: optuna.Study, path: Path) -> Path | None:
@@ -209,10 +207,7 @@ def importance_png(study: optuna.Study, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
     ax.barh(names, [importance[n] for n in names])
     ax.set(xlabel="importance", title=f"parameter importance ({len(complete)} complete trials)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def parallel_png(study: optuna.Study, metric: str, path: Path) -> Path | None:
@@ -244,10 +239,7 @@ def parallel_png(study: optuna.Study, metric: str, path: Path) -> Path | None:
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.set_yticks([0, 1], ["low", "high"])
     ax.set_title(f"parallel coordinates (colour: {metric}, yellow = high)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def best_curves_png(series: Mapping[str, Sequence[Any]], path: Path, title: str) -> Path | None:
@@ -268,10 +260,7 @@ def best_curves_png(series: Mapping[str, Sequence[Any]], path: Path, title: str)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def pareto_png(
@@ -359,10 +348,7 @@ def pareto_png(
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 # an ablation ---------------------------------------------------------------------------
@@ -388,7 +374,4 @@ def ablation_png(outcome: AblationOutcome, path: Path) -> Path:
     ax.set_ylabel(f"{outcome.split} accuracy (%)")
     ax.set_title(f"ablation: mean ± 95% CI over {len(outcome.seeds)} paired seeds")
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -198,10 +198,7 @@ def gradcam_png(
     maps = gradcam_maps(
         model, images, predictions, mean, std, layer=layer, device=device, resize=resize
     )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from search.reporting.figures import plt, save_png  # Agg backend, set there
 
     per_row = min(4, len(images))
     rows = math.ceil(len(images) / per_row)
@@ -221,9 +218,4 @@ def gradcam_png(
         right.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
         right.set_title(f"Grad-CAM\nfor {predicted}", fontsize=8)
     fig.suptitle(f"Grad-CAM of the predicted class ({name or type(model).__name__})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
