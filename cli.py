@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -78,32 +78,37 @@ def train(
     """Train one config (like the old train.py) and print per-epoch lines and a summary.
 
     Without --test the run is evaluated on the validation split (every fold with data.kfold);
-    with --test it trains on the whole training split and is evaluated once on the test split."""
+    with --test it trains on the whole training split and is evaluated once on the test split.
+    With --out, DIR/checkpoints/ lets the same command continue after a kill or a signal."""
+    from search.engine.resume import OutFolderCheckpoints
+    from search.interrupts import stop_at_batch_boundary
     from search.training import final_run, load_dataset, validate
 
     keys = ("model.name", "data.dataset", "runtime.seed", "runtime.device")
     options = dict(zip(keys, (model, dataset, seed, device), strict=True))
     cfg = cli_setup.trial_config(options, assignments, config_file)
     dataset_, epochs = load_dataset(cfg, data_dir), cfg.optim.epochs
+    checkpoints = OutFolderCheckpoints(cfg, out, click.echo)
     click.echo(reporting.train_header(cfg))
-    if test:
-        results = [final_run(cfg, dataset_, lambda s: click.echo(reporting.epoch_line(s, epochs)))]
-    else:
-        folds = validate(
-            cfg,
-            dataset_,
-            lambda f, s: click.echo(
-                reporting.epoch_line(s, epochs, f"fold {f} " if cfg.data.kfold >= 2 else "")
-            ),
-        )
-        results = folds.folds
-        if len(results) > 1:
-            click.echo(reporting.folds_line(folds))
+
+    def line(fold: int | None, stats) -> None:
+        prefix = f"fold {fold} " if cfg.data.kfold >= 2 else ""
+        click.echo(reporting.epoch_line(stats, epochs, prefix))
+
+    with cli_setup.ending_cleanly_on_signals(reporting.interrupted_line), stop_at_batch_boundary():
+        if test:
+            results = [final_run(cfg, dataset_, lambda s: line(None, s), checkpoints(None))]
+        else:
+            folds = validate(cfg, dataset_, line, checkpoints)
+            results = folds.folds
+            if len(results) > 1:
+                click.echo(reporting.folds_line(folds))
     errors = reporting.error_summary(results[-1], dataset_)  # after --test only
     click.echo("\n".join([reporting.summary(results[-1], dataset_.classes), *errors]))
     if out:
         for path in reporting.write_train_outputs(Path(out), cfg, results, dataset_):
             click.echo(f"wrote {path}")
+        checkpoints.finished()
 
 
 @main.command()
@@ -121,6 +126,7 @@ def train(
 @cli_args.MAX_FAILURES()
 @cli_args.HEARTBEAT()
 @cli_args.SYSTEM_METRICS()
+@cli_args.CHECKPOINT_DIR()
 def search(
     spec: StudySpec,
     n_trials: int | None,
@@ -136,20 +142,20 @@ def search(
     max_failures: int,
     heartbeat: float,
     system_metrics: bool,
+    checkpoint_dir: str | None,
 ) -> None:
     """Run (or continue) a study: Optuna samples configs, prunes on validation accuracy, logs
     every trial to MLflow, then retrains the best trial and tests it once.
 
     Rerunning the same command continues the study up to its n_trials (COMPLETE + PRUNED trials
-    count); finished trials are never redone; a trial whose worker was killed is marked FAIL and
-    its parameters are run again once (a retry). Several commands (or --workers) on one study
-    share it: each trial's sampler is seeded from (study seed, trial number), so workers and
-    resumed runs never repeat each other's draws. Ctrl-C or SIGTERM marks the running trial FAIL
-    (interrupted) and exits with code 130 within seconds."""
-    from search import engine
+    count); finished trials and a done final retrain are never redone. Each trial is
+    checkpointed every epoch: a killed worker's trial is retried from its checkpoint. Several
+    commands (or --workers) on one study share it, each trial's sampler seeded from (study
+    seed, trial number). Ctrl-C, SIGTERM or SIGUSR1 saves the running trial at the next batch
+    and exits within seconds with code 130, 143 or 138; rerunning continues it."""
+    from search import engine, interrupts
     from search.config import parse_assignments
     from search.engine import WORKER_ENV, WorkersFailed, search_in_workers
-    from search.interrupts import GRACE_S, exit_within
 
     options = engine.SearchOptions(
         n_trials=n_trials,
@@ -161,11 +167,11 @@ def search(
         max_consecutive_failures=max_failures,
         heartbeat=heartbeat,
         system_metrics=system_metrics,
+        checkpoint_dir=checkpoint_dir,
     )
     parallel = workers > 1 or bool(gpus)
-    # Ctrl-C and SIGTERM (a scheduler preempting the job) end the command within a bounded
-    # time: the worker's clean-up gets GRACE_S, the parent of --workers a little more.
-    exit_within(GRACE_S + 2 if parallel else GRACE_S)
+    # a signal ends the command within a bound; the parent of --workers gets a little more
+    interrupts.exit_within(interrupts.GRACE_S + 2 if parallel else interrupts.GRACE_S)
     progress = reporting.SearchProgress(spec, os.environ.get(WORKER_ENV), click.echo)
     try:
         if parallel:
@@ -195,27 +201,34 @@ def search(
             study = outcome.study
     except KeyboardInterrupt:
         progress.interrupted(workers=parallel)
-        sys.exit(130)
+        sys.exit(interrupts.exit_code())
     except WorkersFailed as failed:
         progress.workers_failed(failed)
         sys.exit(failed.exit_code)
     click.echo(reporting.study_summary(spec, study))
-    if not no_retrain:
-        from search.retrain import retrain_study
+    if no_retrain:
+        return
+    from search.retrain import finished_final_run
 
-        retrain_progress = reporting.RetrainProgress(spec, click.echo)
-        retrain_progress.started()
-        retrain_progress.finished(
-            retrain_study(
-                spec,
-                study,
-                data_dir=data_dir,
-                device=device,
-                on_epoch=retrain_progress.epoch,
-                artifacts=reporting.final_figures,
-            )
+    done = finished_final_run(spec, study)  # a rerun does not retrain again
+    if done is not None:
+        click.echo(reporting.final_done_line(done))
+        return
+    _final_retrain(spec, study, data_dir=data_dir, device=device, checkpoint_dir=checkpoint_dir)
+
+
+def _final_retrain(spec: StudySpec, study: Any, **options: Any) -> None:
+    """The final retrain of ``search`` and ``retrain``, printed as it goes."""
+    from search.retrain import retrain_study
+
+    progress = reporting.RetrainProgress(spec, click.echo)
+    progress.started()
+    with cli_setup.ending_cleanly_on_signals(reporting.interrupted_line):
+        outcome = retrain_study(
+            spec, study, on_epoch=progress.epoch, artifacts=reporting.final_figures, **options
         )
-        reporting.write_dashboard_notes(spec, study)
+    progress.finished(outcome)
+    reporting.write_dashboard_notes(spec, study)
 
 
 @main.command()
@@ -225,33 +238,16 @@ def search(
 @cli_args.DATA_DIR()
 @cli_args.DEVICE()
 @cli_args.STORAGE()
-def retrain(
-    spec: StudySpec,
-    trial_number: int | None,
-    seeds: list[int] | None,
-    data_dir: str | None,
-    device: str | None,
-    storage: str | None,
-) -> None:
-    """Retrain a trial's config on train+validation once per seed; test once per seed."""
-    from search.engine import open_study
-    from search.retrain import retrain_study
+@cli_args.CHECKPOINT_DIR()
+def retrain(spec: StudySpec, storage: str | None, **options: Any) -> None:
+    """Retrain a trial's config on train+validation once per seed; test once per seed.
 
-    study = open_study(spec, storage, create=False)
-    progress = reporting.RetrainProgress(spec, click.echo)
-    progress.started()
-    outcome = retrain_study(
-        spec,
-        study,
-        trial_number=trial_number,
-        seeds=seeds,
-        data_dir=data_dir,
-        device=device,
-        on_epoch=progress.epoch,
-        artifacts=reporting.final_figures,
-    )
-    progress.finished(outcome)
-    reporting.write_dashboard_notes(spec, study)
+    Run again after a kill or a signal (exit code 130, 143 or 138), finished seeds are only
+    evaluated again and the interrupted one continues from its checkpoint."""
+    from search.engine import open_study
+
+    # the options are retrain_study's: --trial, --seeds, --data-dir, --device, --checkpoint-dir
+    _final_retrain(spec, open_study(spec, storage, create=False), **options)
 
 
 @main.command()
@@ -311,6 +307,7 @@ def studies(storage: str | None) -> None:
 @cli_args.DATA_DIR()
 @cli_args.DEVICE()
 @cli_args.STORAGE()
+@cli_args.CHECKPOINT_DIR()
 @cli_args.ABLATE_OUT()
 def ablate(
     spec: StudySpec,
@@ -324,29 +321,33 @@ def ablate(
     data_dir: str | None,
     device: str | None,
     storage: str | None,
+    checkpoint_dir: str | None,
     out: str | None,
 ) -> None:
     """Rerun fixed ablations over paired seeds and say which differences are real.
 
     Each variant and the baseline train with the same seeds for the study's final epochs; runs
     already in MLflow with the same resolved config are reused, so adding seeds only trains the
-    new ones (--seeds 0,1,2 then --seeds 0,1,2,3,4 trains seeds 3 and 4)."""
+    new ones (--seeds 0,1,2 then --seeds 0,1,2,3,4 trains seeds 3 and 4); after a kill or a
+    signal, the same command continues the interrupted run from its checkpoint."""
     from search.ablation import run_ablation
 
-    outcome = run_ablation(
-        spec,
-        seeds=seeds,
-        base=base,
-        trial_number=trial_number,
-        variant_names=variants,
-        use_leave_one_out=leave_one_out,
-        on=split,
-        force=force,
-        data_dir=data_dir,
-        device=device,
-        artifacts=reporting.write_files,
-        on_run=lambda v, seed, r: click.echo(reporting.ablation_run_line(v, seed, r, split)),
-    )
+    with cli_setup.ending_cleanly_on_signals(reporting.interrupted_line):
+        outcome = run_ablation(
+            spec,
+            seeds=seeds,
+            base=base,
+            trial_number=trial_number,
+            variant_names=variants,
+            use_leave_one_out=leave_one_out,
+            on=split,
+            force=force,
+            data_dir=data_dir,
+            device=device,
+            artifacts=reporting.write_files,
+            on_run=lambda v, seed, r: click.echo(reporting.ablation_run_line(v, seed, r, split)),
+            checkpoint_dir=checkpoint_dir,
+        )
     click.echo(reporting.ablation_summary(outcome))
     for path in reporting.write_files(outcome, Path(out)) if out else []:
         click.echo(f"wrote {path}")

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cifar_models
+from search import interrupts
 from search.config import TrialConfig
+from search.engine.resume import RESUMED_TAG, resumable
 from search.errors import ConfigError, did_you_mean
 from search.stats import Comparison, compare
-from search.store import Tracker, config_of
+from search.store import Tracker, checkpoint_root, config_of
+from search.store.locations import ablation_checkpoint
 from search.study import AblationSpec, StudySpec
 from search.study.objectives import choose
 from search.training import AugmentPlan, EpochStats, TrainResult, final_run, load_dataset, train_one
@@ -220,8 +223,13 @@ def run_ablation(
     on_run: Callable[[Variant, int, RunRecord], None] = lambda v, s, r: None,
     on_epoch: Callable[[Variant, int, EpochStats], None] | None = None,
     artifacts: Callable[[AblationOutcome, Path], object] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> AblationOutcome:
     """Train (or reuse) the baseline and each variant over ``seeds`` and compare them.
+
+    Every run is checkpointed under the study's checkpoint folder by its reuse hash: run
+    again after a kill or a signal, the finished runs are reused from MLflow and the
+    interrupted one continues from its checkpoint (its run tagged with the epochs restored).
 
     ``artifacts(outcome, folder)`` writes the files to log on the ablation's MLflow run
     (``cli.py ablate`` passes the reporting layer's ``ablation_table.write_files``: the table
@@ -247,6 +255,7 @@ def run_ablation(
         },
     )
     records: list[RunRecord] = []
+    root = checkpoint_root(spec.name, checkpoint_dir)
     try:
         for variant in variants:
             for seed in seeds:
@@ -259,12 +268,12 @@ def run_ablation(
                         else (lambda s, v=variant, sd=seed: on_epoch(v, sd, s))
                     )
                     record = _train_and_log(
-                        tracker, parent, variant, seed, cfg, on, dataset, callback
+                        tracker, parent, variant, seed, cfg, on, dataset, callback, root
                     )
                 records.append(record)
                 on_run(variant, seed, record)
     except BaseException as exc:
-        tracker.end(parent, "FAILED", f"{type(exc).__name__}: {exc}")
+        tracker.end(parent, "FAILED", interrupts.ending_reason(exc))
         raise
     baseline = {r.seed: r.accuracy for r in records if r.variant == BASELINE}
     comparisons = compare(
@@ -318,7 +327,10 @@ def _train_and_log(
     split: str,
     dataset,
     on_epoch,
+    root: Path,
 ) -> RunRecord:
+    run_hash = config_hash(cfg, split)
+    run = resumable(ablation_checkpoint(root, run_hash), cfg, split=split)
     run_id = tracker.start_child(
         parent,
         "ablation_run",
@@ -327,17 +339,20 @@ def _train_and_log(
             VARIANT_TAG: variant.name,
             "seed": seed,
             "split": split,
-            HASH_TAG: config_hash(cfg, split),
+            HASH_TAG: run_hash,
+            **({RESUMED_TAG: run.restored_epochs} if run.checkpoint is not None else {}),
         },
         cfg,
     )
     try:
-        if split == "test":
-            result: TrainResult = final_run(cfg, dataset, on_epoch)
-        else:
-            result = train_one(cfg, make_fold(cfg, dataset, 0), on_epoch)
+        with interrupts.stop_at_batch_boundary():
+            if split == "test":
+                result: TrainResult = final_run(cfg, dataset, on_epoch, run.checkpointing)
+            else:
+                data = make_fold(cfg, dataset, 0)
+                result = train_one(cfg, data, on_epoch, run.checkpointing)
     except BaseException as exc:
-        tracker.end(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+        tracker.end(run_id, "FAILED", interrupts.ending_reason(exc))
         raise
     f = result.final
     metrics = {
@@ -351,6 +366,7 @@ def _train_and_log(
     metrics.update({f"class_acc.{i}": a for i, a in enumerate(f.per_class_accuracy)})
     tracker.log_metrics(run_id, metrics)
     tracker.end(run_id, "FINISHED")
+    run.finished(cfg.runtime.keep_checkpoints)
     return RunRecord(
         variant.name,
         seed,

@@ -87,6 +87,14 @@ STORAGE = partial(
     help="Optuna storage URL (sqlite:///..., "
     "postgresql://user:pass@host/db); default: a journal file mlruns/<study>.journal",
 )
+CHECKPOINT_DIR = partial(
+    click.option,
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False),
+    help="folder for the training checkpoints (a subfolder per study); default: "
+    "mlruns/checkpoints/. Workers on several machines (a PostgreSQL study) must all see "
+    "the same folder, so that a lost trial continues elsewhere",
+)
 DATA_DIR = partial(
     click.option,
     "--data-dir",
@@ -219,7 +227,8 @@ HEARTBEAT = partial(
     default=20,
     show_default=True,
     help="seconds between a running trial's heartbeats; a trial silent for 3 of "
-    "them (or whose process is gone, on this host) is marked FAIL and retried once",
+    "them (or whose process is gone, on this host) is marked FAIL and retried, continuing "
+    "from its last checkpoint",
 )
 SYSTEM_METRICS = partial(
     click.option,

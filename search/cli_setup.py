@@ -7,8 +7,10 @@ Light on purpose, like ``cli_args``: click and ``search.errors`` at module level
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -52,6 +54,22 @@ def configure_libraries() -> None:
     # first run. Read by MLflow when it is imported (later, by the commands that need it),
     # and inherited by the worker processes of `search --workers`.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+@contextlib.contextmanager
+def ending_cleanly_on_signals(message: Callable[[], str]) -> Iterator[None]:
+    """The block of a command that ends cleanly on Ctrl-C, SIGTERM or SIGUSR1: training in it
+    saves its checkpoint at the next batch boundary (``search.interrupts``), then the
+    command prints ``message()`` as one line on stderr and exits with the signal's code
+    (130, 143 or 138), within the interrupt module's grace period."""
+    from search import interrupts
+
+    interrupts.exit_within()
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(message(), err=True)
+        sys.exit(interrupts.exit_code())
 
 
 def trial_config(

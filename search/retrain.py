@@ -18,10 +18,14 @@ import torch
 from optuna.trial import TrialState
 from sklearn.metrics import classification_report
 
+from search import interrupts
 from search.config import TrialConfig
 from search.engine.data_inputs import log_data_inputs
+from search.engine.resume import RESUMED_TAG, resumable
 from search.errors import ConfigError
-from search.store import TRIAL_TAG, Tracker
+from search.store import TRIAL_TAG, Tracker, checkpoint_root
+from search.store.checkpoints import remove_folder
+from search.store.locations import final_checkpoint
 from search.store.logged_model import log_classifier
 from search.study import StudySpec
 from search.study.objectives import choose, directions_of
@@ -38,6 +42,7 @@ class FinalOutcome:
     classes: tuple[str, ...]
     dataset: Dataset | None = field(default=None, repr=False)  # test images for the analysis
     model_uris: dict[int, str] = field(default_factory=dict)  # per seed: the MLflow model
+    resumed: dict[int, int] = field(default_factory=dict)  # per seed: epochs restored
 
     def values(self, key: str) -> list[float]:
         return [getattr(r.final, key) for r in self.results.values()]
@@ -92,11 +97,18 @@ def final_retrain(
     device: str | None = None,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
     artifacts: Callable[[FinalOutcome, Path], object] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> FinalOutcome:
     """Retrain the best trial (or ``trial_number``) once per seed and test it once per seed,
     as a ``final`` child run of ``parent_id``. ``artifacts(outcome, folder)`` draws extra
     files into the folder logged to that run (``cli.py`` passes the reporting layer's
-    ``final_figures``: the confusion matrix and the training curves as PNG)."""
+    ``final_figures``: the confusion matrix and the training curves as PNG).
+
+    Each seed is checkpointed (``search.engine.resume``): a retrain run again after a kill
+    or a signal evaluates the seeds that had finished training without training them
+    again, continues the interrupted one, and tags its run with the epochs it restored.
+    The checkpoints are deleted once the run is FINISHED (unless
+    ``runtime.keep_checkpoints``)."""
     trial = pick_trial(study, trial_number)
     seeds = tuple(seeds if seeds is not None else spec.retrain.seeds)
     overrides = {"optim.epochs": spec.retrain.epochs}
@@ -113,12 +125,19 @@ def final_retrain(
     )
     results: dict[int, TrainResult] = {}
     model_uris: dict[int, str] = {}
+    resumed: dict[int, int] = {}
+    root = checkpoint_root(spec.name, checkpoint_dir)
     try:
         log_data_inputs(tracker, run_id, dataset, base, final=True)
         for seed in seeds:
             cfg = base.with_overrides({"runtime.seed": seed})
             callback = None if on_epoch is None else (lambda s, seed=seed: on_epoch(seed, s))
-            results[seed] = final_run(cfg, dataset, callback)
+            run = resumable(final_checkpoint(root, trial.number, seed), cfg, split="test")
+            resumed[seed] = run.restored_epochs
+            if any(resumed.values()):
+                tracker.set_tags(run_id, {RESUMED_TAG: _per_seed(resumed)})
+            with interrupts.stop_at_batch_boundary():
+                results[seed] = final_run(cfg, dataset, callback, run.checkpointing)
             metrics = {f"seed{seed}.{k}": v for k, v in results[seed].final.metrics().items()}
             tracker.log_metrics(run_id, metrics)
             try:  # the trained weights matter more than their package: keep going
@@ -148,13 +167,40 @@ def final_retrain(
             dataset.classes,
             dataset,
             model_uris,
+            resumed,
         )
         _log_outcome(tracker, outcome, artifacts)
     except BaseException as exc:
-        tracker.end(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+        tracker.end(run_id, "FAILED", interrupts.ending_reason(exc))
         raise
     tracker.end(run_id, "FINISHED")
+    if not base.runtime.keep_checkpoints:
+        remove_folder(final_checkpoint(root, trial.number, seeds[0]).parent)
     return outcome
+
+
+def _per_seed(epochs: dict[int, int]) -> str:
+    """``seed0=20,seed1=7``: the epochs each seed restored from its checkpoint."""
+    return ",".join(f"seed{seed}={n}" for seed, n in epochs.items())
+
+
+def finished_final_run(
+    spec: StudySpec, study: optuna.Study, seeds: Sequence[int] | None = None
+) -> Any | None:
+    """The FINISHED final run of the study's best trial with these seeds (default: the
+    study file's) and the study file's final epochs, or None: what a rerun of ``search``
+    would otherwise retrain again."""
+    trial = pick_trial(study, None)
+    seeds = tuple(seeds if seeds is not None else spec.retrain.seeds)
+    runs = Tracker(spec.name).find_runs(
+        "final",
+        f"tags.`{TRIAL_TAG}` = '{trial.number}' and tags.seeds = '{','.join(map(str, seeds))}'"
+        f" and params.`optim.epochs` = '{spec.retrain.epochs}'"
+        " and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
 
 
 def _log_model(

@@ -32,7 +32,8 @@ ALLOWED = {
     "perf": LEAVES | {"config", "training"},
     # the option layer of cli.py: click and errors at the top, config and study when used
     "cli_args": {"errors", "config", "study"},
-    "cli_setup": {"errors", "config"},  # the group class, process settings, train's config
+    # the group class, process settings, the clean end on signals, train's config
+    "cli_setup": {"errors", "config", "interrupts"},
 }
 
 

@@ -160,6 +160,13 @@ class RuntimeConfig:
     compile: bool = knob(False, None, "torch.compile the model")
     patience: int = knob(0, _range(0), "early stopping on validation accuracy (0 = off)")
     seed: int = knob(0, _range(0), "training seed: init, order, augmentation")
+    deterministic: bool = knob(
+        False, None, "deterministic CUDA kernels: exact GPU reruns and resumes (slower)"
+    )
+    checkpoint_every: int = knob(
+        1, _range(0), "write a checkpoint every N epochs, to continue a lost run (0 = off)"
+    )
+    keep_checkpoints: bool = knob(False, None, "keep a finished run's checkpoints")
     eval_batch_size: int = knob(1024, _range(1), "evaluation batch size")
 
 

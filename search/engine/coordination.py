@@ -9,7 +9,9 @@
   its parameters are enqueued once more. RDB storages use Optuna's own heartbeat instead,
   with ``retry_lost_trial`` as its stale-trial callback (see ``search.store.optuna_store``).
 - A retry is the one intended repeat of a configuration: on every storage it carries the
-  user attribute ``RETRY_ATTR`` (the lost trial's number), and a retry is not retried again.
+  user attribute ``RETRY_ATTR`` (the lost trial's number) and continues the lost trial's
+  checkpoint (``search.engine.resume``). A retry lost in turn is retried again only if it
+  made progress (its checkpoints moved past where it started): no crash loops.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ HEARTBEAT_S = 20.0  # default: how often a running trial's worker says it is ali
 GRACE_BEATS = 3  # missed heartbeats after which a running trial counts as lost
 RETRY_ATTR = "retry_of"  # user attribute of a retry: the number of the lost trial it reruns
 WARM_START_FROM = "warm_start_from"  # user attribute of a warm-start trial: "<study>#<trial>"
+# system attributes of a checkpointed trial: [trial-epochs, batches] in its checkpoints now,
+# and when it started (restored from the trial it continues)
+PROGRESS_ATTR = "checkpoint_progress"
+RESUMED_AT_ATTR = "checkpoint_resumed_at"
 HOST = socket.gethostname()
 
 
@@ -172,14 +178,22 @@ def fail_and_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason:
     return True
 
 
+def made_progress(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial's checkpoints moved past the point it started from."""
+    now = trial.system_attrs.get(PROGRESS_ATTR)
+    started = trial.system_attrs.get(RESUMED_AT_ATTR)
+    return now is not None and started is not None and tuple(now) > tuple(started)
+
+
 def retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Enqueue a lost trial's parameters once more, marked with ``RETRY_ATTR``; a retry
-    that is lost in turn is not retried again. Also Optuna's stale-trial callback on RDB
-    storages, so that both storages mark retries the same way."""
+    """Enqueue a lost or interrupted trial's parameters once more, marked with
+    ``RETRY_ATTR``; a retry that is lost in turn is retried only if it made progress.
+    Also Optuna's stale-trial callback on RDB storages, so that both storages mark retries
+    the same way."""
     # A trial lost before it suggested anything still has the parameters it was enqueued
     # with (a warm start's); they are what a retry must run.
     params = trial.params or trial.system_attrs.get("fixed_params", {})
-    if RETRY_ATTR not in trial.user_attrs and params:
+    if params and (RETRY_ATTR not in trial.user_attrs or made_progress(trial)):
         attrs = {RETRY_ATTR: trial.number}
         attrs.update({k: v for k, v in trial.user_attrs.items() if k == WARM_START_FROM})
         study.enqueue_trial(params, user_attrs=attrs)

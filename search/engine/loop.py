@@ -27,11 +27,13 @@ from search.engine.coordination import (
     retry_lost_trial,
 )
 from search.engine.objective import EpochEvent, Objective, close_orphan_runs
+from search.engine.resume import sweep_trial_folders
 from search.engine.warm_start import FROM_ATTR, enqueue_warm_start, warm_start_trials
 from search.errors import ConfigError
 from search.store import (
     Liveness,
     Tracker,
+    checkpoint_root,
     claim_lock_path,
     open_storage,
     state_counts,
@@ -54,6 +56,7 @@ class SearchOptions:
     max_consecutive_failures: int = 5
     heartbeat: float = HEARTBEAT_S  # seconds between a running trial's heartbeats
     system_metrics: bool = False  # sample CPU/GPU use and memory into each trial's run
+    checkpoint_dir: str | None = None  # None = mlruns/checkpoints/ (store.checkpoint_root)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ def run_search(
         claim,
         options.heartbeat,
         on_epoch,
+        checkpoint_root(spec.name, options.checkpoint_dir),
         system_metrics=options.system_metrics,
     )
     failures = FailureStreak(options.max_consecutive_failures, spec.name)
@@ -226,6 +230,8 @@ def run_search(
                 counts = state_counts(study)
                 done = counts["complete"] + counts["pruned"]
                 if done >= target:
+                    keep = spec.base_config().runtime.keep_checkpoints
+                    sweep_trial_folders(study, objective.checkpoint_root, keep)
                     break
                 # The target is covered only if the running trials finish. Their workers may
                 # be dead and not yet found out (a stale heartbeat takes GRACE_BEATS beats):

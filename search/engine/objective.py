@@ -17,17 +17,21 @@ import gc
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
 
+from search import interrupts
 from search.config import TrialConfig, format_value
-from search.engine.coordination import RETRY_ATTR, ClaimLock, Heartbeat
+from search.engine.coordination import RETRY_ATTR, ClaimLock, Heartbeat, retry_lost_trial
 from search.engine.data_inputs import log_data_inputs
+from search.engine.resume import RESUMED_ATTR, RESUMED_TAG, TrialCheckpoints, mark_continuation
 from search.errors import ConfigError
 from search.store import RETRY_TAG, STATE_TAG, TRIAL_TAG, Tracker
+from search.store.checkpoints import COST
 from search.study import StudySpec, suggest
 from search.study.objectives import best_value
 from search.training import Dataset, EpochStats, NonFiniteLossError, validate
@@ -102,16 +106,19 @@ class Objective:
         claim: ClaimLock,
         heartbeat_s: float,
         on_epoch: Callable[[EpochEvent], None],
+        checkpoint_root: Path,
         *,
         system_metrics: bool = False,
     ) -> None:
         self.spec, self.dataset, self.study = spec, dataset, study
         self.tracker, self.parent_id, self.claim = tracker, parent_id, claim
         self.heartbeat_s, self.on_epoch = heartbeat_s, on_epoch
+        self.checkpoint_root = checkpoint_root
         self.system_metrics = system_metrics
         # A journal storage has no Optuna heartbeat: the worker beats itself (coordination).
         self.beat = not _is_rdb(study)
-        self._ending: dict[int, tuple[str, str | None]] = {}  # trial -> (run id, reason)
+        # trial -> (run id, reason, its checkpoints): ended once Optuna stored the state
+        self._ending: dict[int, tuple[str, str | None, TrialCheckpoints | None]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         # The worker is recorded while the claim lock is still held, so a RUNNING trial
@@ -127,7 +134,7 @@ class Objective:
         tracker = self.tracker
         run_id = tracker.start_child(self.parent_id, "trial", f"trial-{trial.number}", tags)
         trial.set_user_attr("mlflow_run_id", run_id)
-        cfg = None
+        cfg, checkpoints = None, None
         # system metrics are sampled while the trial trains, and stopped (their thread
         # joined, their last samples written) before its run ends, whichever way it ends
         sampling = (
@@ -135,6 +142,7 @@ class Objective:
             if self.system_metrics
             else contextlib.nullcontext()
         )
+        written = (COST.writes, COST.bytes, COST.seconds)
         try:
             with sampling:
                 cfg = suggest(self.spec, trial)
@@ -142,14 +150,22 @@ class Objective:
                 trial.set_user_attr("config", flat)
                 tracker.log_params(run_id, cfg)
                 log_data_inputs(tracker, run_id, self.dataset, cfg)
-                result = validate(cfg, self.dataset, self._reporter(trial, cfg, run_id))
+                checkpoints = TrialCheckpoints(self.checkpoint_root, self.study, trial, cfg)
+                if RETRY_ATTR in trial.user_attrs:
+                    trial.set_user_attr(RESUMED_ATTR, checkpoints.restored_epochs)
+                    tracker.set_tags(run_id, {RESUMED_TAG: checkpoints.restored_epochs})
+                    mark_continuation(self.study, tracker, trial)
+                with interrupts.stop_at_batch_boundary():
+                    result = validate(
+                        cfg, self.dataset, self._reporter(trial, cfg, run_id), checkpoints.fold
+                    )
                 # costs are measured on the trial's device too: an error here fails the trial
                 measures = self.spec.measures
                 measured = trial_measures(measures, cfg, result, len(self.dataset.classes))
         except optuna.TrialPruned as exc:
             # the run ends once Optuna has stored the state (end_run), so that a worker
             # killed in between leaves a RUNNING run that close_orphan_runs settles
-            self._ending[trial.number] = (run_id, str(exc))
+            self._ending[trial.number] = (run_id, str(exc), checkpoints)
             raise
         except BaseException as exc:
             reason = _failure_reason(exc, cfg)
@@ -157,6 +173,11 @@ class Objective:
             expected = (NonFiniteLossError, ConfigError, KeyboardInterrupt, torch.OutOfMemoryError)
             if not isinstance(exc, expected):
                 tracker.log_text(run_id, traceback.format_exc(), "traceback.txt")
+            if isinstance(exc, KeyboardInterrupt):
+                # interrupted, not broken: a retry continues it from its checkpoint
+                retry_lost_trial(self.study, self.study._storage.get_trial(trial._trial_id))
+            elif checkpoints is not None:
+                checkpoints.finished()
             tracker.end(run_id, "FAILED", reason, {STATE_TAG: "FAIL"})
             if isinstance(exc, torch.OutOfMemoryError):
                 _release_memory()
@@ -172,12 +193,15 @@ class Objective:
             "objective_std": std,
             "n_params": n_params,
             "train_seconds": sum(r.train_seconds for r in result.folds),
+            "checkpoint_writes": COST.writes - written[0],
+            "checkpoint_mb": (COST.bytes - written[1]) / 2**20,
+            "checkpoint_seconds": COST.seconds - written[2],
             **{f"objective.{m}": v for m, v in measured.items()},
         }
         if not self.spec.multi_objective:
             metrics["objective"] = measured[self.spec.metric]
         tracker.log_metrics(run_id, metrics)
-        self._ending[trial.number] = (run_id, None)
+        self._ending[trial.number] = (run_id, None, checkpoints)
         objective = tuple(measured[m] for m in self.spec.measures)
         return objective if self.spec.multi_objective else objective[0]
 
@@ -216,7 +240,9 @@ class Objective:
         """Optuna callback: end the trial's MLflow run as the trial ended."""
         if trial.number not in self._ending:
             return
-        run_id, reason = self._ending.pop(trial.number)
+        run_id, reason, checkpoints = self._ending.pop(trial.number)
+        if checkpoints is not None:
+            checkpoints.finished()
         try:
             end_trial_run(self.tracker, run_id, trial.state, reason)
         except Exception:  # noqa: BLE001 - MLflow hiccup: close_orphan_runs settles it
@@ -259,10 +285,10 @@ def _metric_of(report, metric: str) -> float:
 
 
 def _failure_reason(exc: BaseException, cfg: TrialConfig | None) -> str:
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
     if isinstance(exc, torch.OutOfMemoryError):
         what = f" (batch {cfg.optim.batch_size}, model {cfg.model.name})" if cfg else ""
         return f"out of memory{what}"
+    if isinstance(exc, KeyboardInterrupt):
+        return interrupts.ending_reason(exc)
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"

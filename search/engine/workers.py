@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search import interrupts
 from search.config import format_value
 from search.engine.loop import SearchOptions, apply_overrides, open_study
 from search.engine.warm_start import warm_start_trials
-from search.interrupts import EXIT_INTERRUPTED, GRACE_S
+from search.interrupts import GRACE_S, INTERRUPTED_CODES
 from search.training import threads_per_process
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def worker_argv(
         ("--timeout", options.timeout),
         ("--data-dir", options.data_dir),
         ("--storage", options.storage),
+        ("--checkpoint-dir", options.checkpoint_dir),
         ("--device", "cuda" if on_gpus else options.device),
     ):
         if value is not None:
@@ -80,9 +82,10 @@ def worker_envs(workers: int, gpus: Sequence[str] | None, trials_per_gpu: int) -
 
 
 def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
-    """Start one process per environment, wait for all and return their exit codes. Ctrl-C /
-    SIGTERM is passed on to every worker (each ends its trial as FAIL "interrupted" and
-    exits 130), then KeyboardInterrupt is raised once they have all ended."""
+    """Start one process per environment, wait for all and return their exit codes. Ctrl-C,
+    SIGTERM or SIGUSR1 is passed on to every worker (each saves its trial's checkpoint,
+    marks it FAIL "interrupted" with a retry to continue it, and exits with the signal's
+    code), then KeyboardInterrupt is raised once they have all ended."""
     procs: list[subprocess.Popen] = []
     try:
         for env in envs:  # one by one, so that a signal meanwhile reaches those started
@@ -91,7 +94,7 @@ def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signal.Signals(interrupts.exit_code() - 128))
         # Each worker ends within its own grace period; one hung past it (its watchdog
         # thread starved by a stuck extension) is killed, never left behind.
         deadline = time.monotonic() + GRACE_S + 1
@@ -106,13 +109,15 @@ def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
 
 class WorkersFailed(Exception):
     """A worker of ``search --workers`` ended with a non-zero exit code (one killed by a
-    signal has a negative code: a failure too). ``exit_code`` is the parent's: 130 when a
-    worker was interrupted, else the highest code, at least 1."""
+    signal has a negative code: a failure too). ``exit_code`` is the parent's: an
+    interrupted worker's code (130, 143 or 138) when one was interrupted, else the highest
+    code, at least 1."""
 
     def __init__(self, codes: Sequence[int]) -> None:
         self.codes = list(codes)
-        self.interrupted = EXIT_INTERRUPTED in self.codes
-        self.exit_code = EXIT_INTERRUPTED if self.interrupted else max(max(self.codes), 1)
+        interrupted = [c for c in self.codes if c in INTERRUPTED_CODES]
+        self.interrupted = bool(interrupted)
+        self.exit_code = interrupted[0] if interrupted else max(max(self.codes), 1)
         super().__init__(f"worker exit codes {self.codes}")
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         write_train_outputs,
     )
     from search.reporting.figures import sample_grid, study_figures
+    from search.reporting.final_text import RetrainProgress, final_done_line, final_lines
     from search.reporting.notes import write_dashboard_notes
     from search.reporting.perf_text import (
         bench_table,
@@ -33,13 +34,12 @@ if TYPE_CHECKING:
     )
     from search.reporting.study_report import write_report
     from search.reporting.terminal import (
-        RetrainProgress,
         SearchProgress,
         dataset_report,
         epoch_line,
         error_summary,
-        final_lines,
         folds_line,
+        interrupted_line,
         keys_table,
         model_table,
         pct,
@@ -62,6 +62,7 @@ _MODULES = {
         "write_train_outputs",
     ],
     "figures": ["sample_grid", "study_figures"],
+    "final_text": ["RetrainProgress", "final_done_line", "final_lines"],
     "notes": ["write_dashboard_notes"],
     "perf_text": [
         "bench_table",
@@ -72,13 +73,12 @@ _MODULES = {
     ],
     "study_report": ["write_report"],
     "terminal": [
-        "RetrainProgress",
         "SearchProgress",
         "dataset_report",
         "epoch_line",
         "error_summary",
-        "final_lines",
         "folds_line",
+        "interrupted_line",
         "keys_table",
         "model_table",
         "pct",
@@ -106,8 +106,10 @@ __all__ = [
     "fast_path_run_line",
     "fast_path_verdict",
     "final_figures",
+    "final_done_line",
     "final_lines",
     "folds_line",
+    "interrupted_line",
     "keys_table",
     "model_table",
     "pct",

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from search.engine.loop import SearchOutcome, TrialEvent
     from search.engine.objective import EpochEvent
     from search.engine.workers import WorkersFailed
-    from search.retrain import FinalOutcome
     from search.study import StudySpec
     from search.training import (
         Dataset,
@@ -80,7 +79,20 @@ def epoch_line(stats: EpochStats, epochs: int, prefix: str = "") -> str:
             f"val_top5 {pct(stats.val_top5)}",
         ]
     parts += [f"lr {stats.lr:.4g}", f"{stats.seconds:.1f}s", f"{stats.images_per_s:,.0f} img/s"]
-    return "  ".join(parts)
+    return "  ".join(parts) + (RESTORED if stats.restored else "")
+
+
+RESTORED = "  (restored from checkpoint)"
+
+
+def interrupted_line() -> str:
+    """After a signal stopped ``train``, ``retrain`` or ``ablate`` (on stderr)."""
+    from search.interrupts import signal_name
+
+    return (
+        f"interrupted ({signal_name()}): the running training's checkpoint is saved; rerun "
+        f"the same command to continue it"
+    )
 
 
 def model_table() -> str:
@@ -206,7 +218,7 @@ def dataset_report(
 
 
 # search ----------------------------------------------------------------------------------
-def _print(line: str, err: bool = False) -> None:
+def print_line(line: str, err: bool = False) -> None:
     print(line, file=sys.stderr if err else sys.stdout)
 
 
@@ -216,7 +228,7 @@ class SearchProgress:
     prints a line (``click.echo`` in the CLI)."""
 
     def __init__(
-        self, spec: StudySpec, worker: str | None = None, echo: Callable[..., None] = _print
+        self, spec: StudySpec, worker: str | None = None, echo: Callable[..., None] = print_line
     ) -> None:
         self.spec, self.worker, self.echo = spec, worker, echo
         self.prefix = "" if worker is None else f"[worker {worker}] "
@@ -241,7 +253,7 @@ class SearchProgress:
             f"{self.prefix}  trial {e.trial}{fold} epoch {e.stats.epoch}/{e.epochs}  "
             f"loss {e.stats.train_loss:.4f}  {e.metric} {value}"
             f"{'' if self.spec.multi_objective else f'  best {metric_text(e.metric, e.best)}'}"
-            f"  {e.stats.seconds:.1f}s"
+            f"  {e.stats.seconds:.1f}s{RESTORED if e.stats.restored else ''}"
         )
 
     def trial(self, e: TrialEvent) -> None:
@@ -285,11 +297,14 @@ class SearchProgress:
             self.echo(f"error: {failed}", err=True)
 
     def interrupted(self, workers: bool = False) -> None:
-        """After Ctrl-C or SIGTERM, on stderr; ``workers``: in the parent of ``--workers``."""
-        what = "the workers' running trials are" if workers else "the running trial is"
+        """After Ctrl-C, SIGTERM or SIGUSR1, on stderr; ``workers``: in the parent of
+        ``--workers``."""
+        from search.interrupts import signal_name
+
+        what = "the workers' running trials" if workers else "the running trial"
         self.echo(
-            f"{self.prefix}interrupted: {what} marked FAIL (interrupted); rerun the same "
-            f"command to continue",
+            f"{self.prefix}interrupted ({signal_name()}): {what} saved a checkpoint and "
+            f"ended FAIL (interrupted); rerun the same command to continue from it",
             err=True,
         )
 
@@ -339,48 +354,6 @@ def study_summary(spec: StudySpec, study: optuna.Study) -> str:
     ]
     rows = [[f"{c:.4g}" if isinstance(c, float) else c for c in r] for r in rows]
     lines += ["top trials:", table(["trial", spec.metric, *keys], rows)]
-    return "\n".join(lines)
-
-
-class RetrainProgress:
-    """What the final retrain prints as it goes (``cli.py search`` and ``cli.py retrain``):
-    a header, one line per epoch of each seed, then ``final_lines``."""
-
-    def __init__(self, spec: StudySpec, echo: Callable[..., None] = _print) -> None:
-        self.epochs, self.echo = spec.retrain.epochs, echo
-
-    def started(self) -> None:
-        self.echo(
-            f"final retrain on train+validation, {self.epochs} epochs, evaluated once on the "
-            f"test split"
-        )
-
-    def epoch(self, seed: int, stats: EpochStats) -> None:
-        self.echo(epoch_line(stats, self.epochs, f"  seed {seed} "))
-
-    def finished(self, outcome: FinalOutcome) -> None:
-        self.echo(final_lines(outcome))
-
-
-def final_lines(outcome: FinalOutcome) -> str:
-    """The final retrain's test scores per seed and their mean ± sd."""
-    lines = [
-        f"seed {seed}: test accuracy {pct(r.final.accuracy)}  top-5 {pct(r.final.top5)}  "
-        f"loss {r.final.loss:.4f}"
-        for seed, r in outcome.results.items()
-    ]
-    if len(outcome.results) == 1:
-        lines.append(summary(next(iter(outcome.results.values())), outcome.classes))
-    mean, std = outcome.mean_std("accuracy")
-    n = len(outcome.results)
-    spread = f" ± {pct(std)} (sd over {n} seeds)" if n > 1 else " (1 seed: no spread)"
-    lines.append(
-        f"final (trial {outcome.trial_number}): test accuracy {pct(mean)}{spread}   "
-        f"MLflow run {outcome.run_id}"
-    )
-    if outcome.dataset is not None:
-        seed, first = next(iter(outcome.results.items()))
-        lines += error_summary(first, outcome.dataset, f" (seed {seed})")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from search.store.locations import (
     RUNS_DIR,
+    checkpoint_root,
     claim_lock_path,
     journal_path,
     mask_credentials,
@@ -28,6 +29,7 @@ __all__ = [
     "TRIAL_TAG",
     "Liveness",
     "Tracker",
+    "checkpoint_root",
     "claim_lock_path",
     "config_of",
     "file_lock",

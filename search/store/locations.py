@@ -27,6 +27,39 @@ def claim_lock_path(study_name: str, storage_url: str | None) -> Path | None:
     return None
 
 
+def checkpoint_root(study_name: str, checkpoint_dir: str | os.PathLike | None = None) -> Path:
+    """Where a study's checkpoints live: ``mlruns/checkpoints/<study>`` beside its state, or
+    ``<checkpoint_dir>/<study>`` (``--checkpoint-dir``; every machine of a study must see
+    the same folder for a lost trial to continue elsewhere). Absolute, like the journal."""
+    base = Path(checkpoint_dir) if checkpoint_dir else RUNS_DIR / "checkpoints"
+    return (base / study_name).resolve()
+
+
+def trial_checkpoints(root: Path, trial_number: int) -> Path:
+    """The folder of a search trial's checkpoints: one file per fold (``fold_checkpoint``)."""
+    return root / f"trial-{trial_number}"
+
+
+def fold_checkpoint(folder: Path, fold: int) -> Path:
+    return folder / f"fold{fold}.pt"
+
+
+def final_checkpoint(root: Path, trial_number: int, seed: int) -> Path:
+    """One seed of a trial's final retrain."""
+    return root / f"final-trial-{trial_number}" / f"seed{seed}.pt"
+
+
+def ablation_checkpoint(root: Path, run_hash: str) -> Path:
+    """One ablation run (variant x seed x split), named by its reuse hash."""
+    return root / "ablation" / f"{run_hash}.pt"
+
+
+def train_checkpoint(out_dir: str | os.PathLike, fold: int | None) -> Path:
+    """``train --out DIR``: ``DIR/checkpoints/final.pt`` with ``--test``, else one per fold."""
+    name = "final.pt" if fold is None else f"fold{fold}.pt"
+    return Path(out_dir).resolve() / "checkpoints" / name
+
+
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store ``./mlruns/mlflow.db``
     (as an absolute path: MLflow caches stores by URI, so a relative one would keep

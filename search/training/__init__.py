@@ -23,15 +23,18 @@ from search.training.protocols import (
     load_dataset,
     validate,
 )
+from search.training.run_state import Checkpointing, StopRequested, position_of
 from search.training.splits import TrainData
 
 __all__ = [
     "AugmentPlan",
     "BatchAugment",
+    "Checkpointing",
     "Dataset",
     "EpochStats",
     "EvalReport",
     "NonFiniteLossError",
+    "StopRequested",
     "TrainData",
     "TrainResult",
     "ValidationResult",
@@ -40,6 +43,7 @@ __all__ = [
     "load_dataset",
     "lr_factor",
     "peak_memory_mb",
+    "position_of",
     "resolve_device",
     "threads_per_process",
     "train_one",

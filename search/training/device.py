@@ -37,6 +37,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_cuda(cfg: TrialConfig) -> None:
+    """cuDNN autotuning for speed, or, with ``runtime.deterministic``, deterministic kernels
+    only: a GPU run then gives the same numbers twice, and a resumed run equals an
+    uninterrupted one (slower; some operations have no deterministic kernel and raise)."""
+    deterministic = cfg.runtime.deterministic
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; read when it starts up
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.use_deterministic_algorithms(deterministic)
+
+
 def autocast(cfg: TrialConfig, device: torch.device):
     enabled = cfg.runtime.bf16 and device.type in FAST_PATH_DEVICES
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -7,6 +7,7 @@ GPU is never waiting on Python between steps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import OrderedDict
@@ -22,6 +23,13 @@ from search.training import device as device_mod
 from search.training.augment import AugmentPlan, BatchAugment
 from search.training.device import autocast, peak_memory_mb
 from search.training.evaluate import EvalReport, evaluate, quick_eval
+from search.training.run_state import (
+    Checkpointing,
+    EpochProgress,
+    EpochStats,
+    RunProgress,
+    StopRequested,
+)
 from search.training.splits import TrainData
 
 
@@ -34,25 +42,6 @@ class NonFiniteLossError(RuntimeError):
             f"loss became NaN/inf at epoch {epoch}, step {step} (diverged: "
             f"lower optim.lr or set optim.grad_clip)"
         )
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """One epoch. ``val_*`` are None when the run evaluates on the test split (which is
-    looked at once, after training)."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    lr: float
-    seconds: float
-    images_per_s: float
-    val_loss: float | None = None
-    val_acc: float | None = None
-    val_top5: float | None = None
-
-    def metrics(self) -> dict[str, float]:
-        return {k: v for k, v in self.__dict__.items() if k != "epoch" and v is not None}
 
 
 @dataclass
@@ -184,7 +173,10 @@ def _scheduler(
 
 
 def train_one(
-    cfg: TrialConfig, data: TrainData, on_epoch: Callable[[EpochStats], bool | None] | None = None
+    cfg: TrialConfig,
+    data: TrainData,
+    on_epoch: Callable[[EpochStats], bool | None] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``data.train_*`` and evaluate on ``data.eval_*``.
 
@@ -192,12 +184,19 @@ def train_one(
     TrialPruned) or return True to stop training early. With ``runtime.patience`` and a
     validation split, training stops when validation accuracy has not improved for that
     many epochs. Raises ``NonFiniteLossError`` when the loss diverges.
+
+    ``checkpointing`` (``run_state``): states to save and one to start from. A run started
+    from a state first passes the restored epochs to ``on_epoch`` (``stats.restored``), then
+    continues at the saved batch: the same code and the same computation as a run that was
+    never stopped. When ``checkpointing.stop_requested()`` turns True, the state at the
+    next batch boundary is saved and ``StopRequested`` raised.
     """
+    ck = checkpointing or Checkpointing()
     device = data.train_x.device
     torch.manual_seed(cfg.runtime.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.runtime.seed)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        device_mod.configure_cuda(cfg)
         torch.cuda.reset_peak_memory_stats(device)
     channels_last = cfg.runtime.channels_last and device.type in device_mod.FAST_PATH_DEVICES
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -214,19 +213,40 @@ def train_one(
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
     validate = data.eval_split == "val"
 
-    history: list[EpochStats] = []
-    best_val, epochs_since_best, stop_reason = -1.0, 0, None
-    started = time.perf_counter()
-    for epoch in range(1, cfg.optim.epochs + 1):
+    run = RunProgress()
+    if ck.start is not None:
+        run = RunProgress.restore(ck.start, model, optimizer, scheduler, generator, device)
+        for stats in run.history:  # the restored curve, to the pruner and the logs first
+            if on_epoch is not None:
+                on_epoch(dataclasses.replace(stats, restored=True))
+
+    def save() -> None:
+        if ck.save is not None:
+            ck.save(run.as_state(model, optimizer, scheduler, generator))
+
+    started = time.perf_counter() - run.train_seconds
+    while not run.done and run.epoch <= cfg.optim.epochs:
+        epoch = run.epoch
         epoch_start = time.perf_counter()
         model.train()
-        order = torch.randperm(n_train, device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
-        lr = optimizer.param_groups[0]["lr"]
-        for step in range(steps_per_epoch):
-            idx = order[step * batch_size : (step + 1) * batch_size]
+        if run.current is None:
+            run.current = EpochProgress(
+                order=torch.randperm(n_train, device=device, generator=generator),
+                loss_sum=torch.zeros((), device=device),
+                correct=torch.zeros((), device=device, dtype=torch.long),
+                first_bad_step=torch.full((), -1, device=device, dtype=torch.long),
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=0.0,
+            )
+        cur = run.current
+        for step in range(run.step, steps_per_epoch):
+            if ck.stop_requested():
+                run.step = step
+                cur.seconds += time.perf_counter() - epoch_start
+                run.train_seconds = time.perf_counter() - started
+                save()
+                raise StopRequested(f"stopped at epoch {epoch}, batch {step}")
+            idx = cur.order[step * batch_size : (step + 1) * batch_size]
             inputs, targets = augment.train_batch(data.train_x[idx], generator), data.train_y[idx]
             with autocast(cfg, device):
                 logits = step_model(inputs)
@@ -239,18 +259,18 @@ def train_one(
             scheduler.step()
             # Running sums stay on the device: no host sync inside the epoch.
             batch_loss = loss.detach()
-            loss_sum += batch_loss * batch_size
-            correct += (logits.argmax(1) == targets).sum()
-            first_bad_step = torch.where(
-                (first_bad_step < 0) & ~torch.isfinite(batch_loss), step, first_bad_step
+            cur.loss_sum += batch_loss * batch_size
+            cur.correct += (logits.argmax(1) == targets).sum()
+            cur.first_bad_step = torch.where(
+                (cur.first_bad_step < 0) & ~torch.isfinite(batch_loss), step, cur.first_bad_step
             )
         seen = steps_per_epoch * batch_size
         total_loss, total_correct, bad_step = torch.stack(
-            [loss_sum, correct.float(), first_bad_step.float()]
+            [cur.loss_sum, cur.correct.float(), cur.first_bad_step.float()]
         ).tolist()
         if bad_step >= 0:
             raise NonFiniteLossError(epoch, int(bad_step))
-        seconds = time.perf_counter() - epoch_start
+        seconds = cur.seconds + time.perf_counter() - epoch_start
         # Evaluation runs the eager model: compiling its eval-mode graph, and again for the
         # last, smaller batch, would cost more compile time than it saves.
         val = quick_eval(model, augment, data, cfg, device) if validate else {}
@@ -258,35 +278,41 @@ def train_one(
             epoch=epoch,
             train_loss=total_loss / seen,
             train_acc=total_correct / seen,
-            lr=lr,
+            lr=cur.lr,
             seconds=seconds,
             images_per_s=seen / seconds,
             **val,
         )
-        history.append(stats)
+        run.history.append(stats)
+        run.epoch, run.step, run.current = epoch + 1, 0, None
         if on_epoch is not None and on_epoch(stats):
-            stop_reason = f"stopped by callback after epoch {epoch}"
-            break
-        if validate and cfg.runtime.patience:
-            if stats.val_acc > best_val:
-                best_val, epochs_since_best = stats.val_acc, 0
+            run.stop_reason = f"stopped by callback after epoch {epoch}"
+        elif validate and cfg.runtime.patience:
+            if stats.val_acc > run.best_val:
+                run.best_val, run.epochs_since_best = stats.val_acc, 0
             else:
-                epochs_since_best += 1
-                if epochs_since_best >= cfg.runtime.patience:
-                    stop_reason = f"early stopping: no val_acc gain for {epochs_since_best} epochs"
-                    break
-    train_seconds = time.perf_counter() - started
+                run.epochs_since_best += 1
+                if run.epochs_since_best >= cfg.runtime.patience:
+                    run.stop_reason = (
+                        f"early stopping: no val_acc gain for {run.epochs_since_best} epochs"
+                    )
+        run.done = run.stop_reason is not None or epoch >= cfg.optim.epochs
+        run.train_seconds = time.perf_counter() - started
+        # The last state is always kept: a finished run is evaluated again, never retrained.
+        if run.done or (ck.every and epoch % ck.every == 0):
+            save()
+    train_seconds = run.train_seconds
     final = evaluate(
         model, augment, data.eval_x, data.eval_y, data.classes, data.eval_split, cfg, device
     )
     return TrainResult(
         config=cfg,
-        history=history,
+        history=run.history,
         final=final,
         n_params=cifar_models.count_parameters(model),
         train_seconds=train_seconds,
         peak_memory_mb=peak_memory_mb(device),
         device=str(device),
-        stop_reason=stop_reason,
+        stop_reason=run.stop_reason,
         state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
     )

@@ -14,6 +14,7 @@ from search.training import datasets, splits
 from search.training.datasets import Dataset
 from search.training.device import resolve_device
 from search.training.loop import EpochStats, TrainResult, train_one
+from search.training.run_state import Checkpointing
 
 
 def load_dataset(cfg: TrialConfig, data_dir: str | os.PathLike | None) -> Dataset:
@@ -24,12 +25,15 @@ def load_dataset(cfg: TrialConfig, data_dir: str | os.PathLike | None) -> Datase
 
 
 def final_run(
-    cfg: TrialConfig, dataset: Dataset, on_epoch: Callable[[EpochStats], bool | None] | None = None
+    cfg: TrialConfig,
+    dataset: Dataset,
+    on_epoch: Callable[[EpochStats], bool | None] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainResult:
     """Train on the whole training split and evaluate once on the test split."""
     device = resolve_device(cfg.runtime.device)
     data = splits.final_data(dataset, cfg.data.seed, cfg.data.train_limit, device)
-    return train_one(cfg, data, on_epoch)
+    return train_one(cfg, data, on_epoch, checkpointing)
 
 
 def fold_indices(cfg: TrialConfig, dataset: Dataset) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -85,11 +89,14 @@ def validate(
     cfg: TrialConfig,
     dataset: Dataset,
     on_epoch: Callable[[int, EpochStats], bool | None] | None = None,
+    checkpointing: Callable[[int], Checkpointing | None] | None = None,
 ) -> ValidationResult:
-    """Train on each validation setup in turn; ``on_epoch(fold, stats)``."""
+    """Train on each validation setup in turn; ``on_epoch(fold, stats)``;
+    ``checkpointing(fold)`` says how fold ``fold`` is checkpointed (or resumed)."""
     pairs = fold_indices(cfg, dataset)
     results = []
     for fold in range(len(pairs)):
         callback = None if on_epoch is None else (lambda s, f=fold: on_epoch(f, s))
-        results.append(train_one(cfg, make_fold(cfg, dataset, fold, pairs), callback))
+        ck = None if checkpointing is None else checkpointing(fold)
+        results.append(train_one(cfg, make_fold(cfg, dataset, fold, pairs), callback, ck))
     return ValidationResult(results)

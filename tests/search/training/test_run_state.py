@@ -1,0 +1,138 @@
+"""A stopped and continued run is the same computation as one that never stopped: on the
+CPU, per-epoch values, final weights and optimizer state are bit-identical, whatever batch
+the stop lands on, with full augmentation, dropout, a warm-up schedule and early stopping."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from search.config import TrialConfig
+from search.training import Checkpointing, StopRequested, datasets, final_run, train_one
+from search.training.protocols import make_fold
+
+RECIPE = {
+    "data.dataset": "synthetic",
+    "data.synthetic_size": 240,
+    "data.synthetic_classes": 4,
+    "model.name": "improved_cnn",
+    "model.width": 0.25,
+    "model.dropout": 0.3,
+    "optim.epochs": 4,
+    "optim.batch_size": 32,
+    "optim.lr": 0.05,
+    "schedule.warmup_epochs": 1,
+    "aug.preset": "full",
+    "runtime.device": "cpu",
+}
+STEPS_PER_EPOCH = 216 // 32  # 240 images, 10% validation
+
+
+def _setup(**extra):
+    cfg = TrialConfig.from_flat({**RECIPE, **extra})
+    ds = datasets.load("synthetic", synthetic_size=240, synthetic_classes=4)
+    return cfg, ds, make_fold(cfg, ds, 0)
+
+
+def _round_trip(state: dict) -> dict:
+    """Through a file, as a checkpoint travels: tensors and plain containers only."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+class StopAt:
+    """Asks for a stop before global batch ``at`` (counting every batch of the run)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+
+    def __call__(self) -> bool:
+        self.seen += 1
+        return self.seen > self.at
+
+
+def _assert_same(a, b) -> None:
+    assert [s.as_state() | {"seconds": 0, "images_per_s": 0} for s in a.history] == [
+        s.as_state() | {"seconds": 0, "images_per_s": 0} for s in b.history
+    ]
+    assert a.final.accuracy == b.final.accuracy and a.final.loss == b.final.loss
+    assert a.state_dict.keys() == b.state_dict.keys()
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+@pytest.mark.parametrize("stop_at", [3, STEPS_PER_EPOCH * 2 + 1, STEPS_PER_EPOCH * 3])
+def test_stopped_mid_epoch_and_continued_equals_uninterrupted(stop_at):
+    cfg, _, data = _setup()
+    reference_states: list[dict] = []
+    reference = train_one(cfg, data, checkpointing=Checkpointing(save=reference_states.append))
+
+    saved: list[dict] = []
+    with pytest.raises(StopRequested):
+        train_one(
+            cfg,
+            data,
+            checkpointing=Checkpointing(save=saved.append, stop_requested=StopAt(stop_at)),
+        )
+    stopped = _round_trip(saved[-1])
+    assert (len(stopped["history"]), stopped["step"]) == divmod(stop_at, STEPS_PER_EPOCH)
+
+    replayed = []
+    resumed_states: list[dict] = []
+    resumed = train_one(
+        cfg,
+        data,
+        on_epoch=replayed.append,
+        checkpointing=Checkpointing(start=stopped, save=resumed_states.append),
+    )
+    _assert_same(reference, resumed)
+    # the restored epochs were passed on first, marked, then the new ones
+    restored = stop_at // STEPS_PER_EPOCH
+    assert [s.restored for s in replayed] == [True] * restored + [False] * (4 - restored)
+    # the optimizer's state (momentum buffers) is the same at the end too
+    last_ref, last_res = reference_states[-1]["optimizer"], resumed_states[-1]["optimizer"]
+    assert all(
+        torch.equal(
+            last_ref["state"][i]["momentum_buffer"], last_res["state"][i]["momentum_buffer"]
+        )
+        for i in last_ref["state"]
+    )
+
+
+def test_epoch_checkpoints_every_n_and_always_the_last():
+    cfg, _, data = _setup(**{"optim.epochs": 5})
+    saved: list[dict] = []
+    train_one(cfg, data, checkpointing=Checkpointing(save=saved.append, every=2))
+    assert [len(s["history"]) for s in saved] == [2, 4, 5]
+    assert [s["done"] for s in saved] == [False, False, True]
+
+
+def test_a_finished_state_is_evaluated_not_trained():
+    cfg, ds, _ = _setup()
+    saved: list[dict] = []
+    reference = final_run(cfg, ds, checkpointing=Checkpointing(save=saved.append))
+    batches = StopAt(0)  # would stop at the first batch it is asked about
+    again = final_run(
+        cfg, ds, checkpointing=Checkpointing(start=_round_trip(saved[-1]), stop_requested=batches)
+    )
+    assert batches.seen == 0  # no batch was trained
+    assert again.final.accuracy == reference.final.accuracy
+    assert (again.final.confusion == reference.final.confusion).all()
+
+
+def test_early_stopping_state_survives_the_stop():
+    cfg, _, data = _setup(**{"optim.epochs": 12, "runtime.patience": 2, "optim.lr": 0.5})
+    reference = train_one(cfg, data)
+    assert reference.stop_reason is not None, "the recipe must stop early to test this"
+    at = (len(reference.history) - 1) * STEPS_PER_EPOCH  # the last epoch's first batch
+    saved: list[dict] = []
+    with pytest.raises(StopRequested):
+        train_one(
+            cfg, data, checkpointing=Checkpointing(save=saved.append, stop_requested=StopAt(at))
+        )
+    resumed = train_one(cfg, data, checkpointing=Checkpointing(start=_round_trip(saved[-1])))
+    assert resumed.stop_reason == reference.stop_reason
+    _assert_same(reference, resumed)
