@@ -5,7 +5,11 @@ is killed (``kill -9``) at a random moment and a new one started in its place, s
 times; then one more ``search`` runs alone. Each run happens in a fresh temporary folder
 and prints what a user would check: the finished trials against the target, trials left
 RUNNING or WAITING, MLflow runs left RUNNING, configurations repeated outside marked
-retries, and the wall time. Exit 1 if any run broke a guarantee.
+retries, and the wall time. Then the work: the trial-epochs the finished trials needed,
+the trial-epochs trained (restored epochs not counted), the whole epochs lost per kill
+(target: at most 1; the partial epoch a kill cuts short is always lost too), and the
+share of training time spent writing checkpoints with its MB and ms per checkpoint.
+Exit 1 if any run broke a guarantee.
 
     python benchmarks/kill_workers.py --runs 3                  # the smoke study, 3 workers
     python benchmarks/kill_workers.py --kills 5 --heartbeat 5 --workers 3 --seed 1
@@ -108,6 +112,7 @@ def inspect(work: Path, study: Path) -> dict:
         )
     )
     return {
+        **work_done(client, experiment),
         "finished": len(done),
         "trials": len(trials),
         "failed": sum(t.state == TrialState.FAIL for t in trials),
@@ -115,6 +120,35 @@ def inspect(work: Path, study: Path) -> dict:
         "left": sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials),
         "repeats": len(firsts) - len(set(firsts)),
         "running_runs": len(running_runs),
+    }
+
+
+def work_done(client, experiment) -> dict:
+    """Trial-epochs needed (the finished trials' curves) and trained (every trial run's
+    epochs less those it restored from a checkpoint), and the checkpoints' cost, from the
+    trial runs in MLflow."""
+    needed = trained = 0
+    writes = megabytes = write_s = train_s = 0.0
+    runs = (
+        []
+        if experiment is None
+        else client.search_runs([experiment.experiment_id], "tags.`cifar_search.kind` = 'trial'")
+    )
+    for run in runs:
+        epochs = len({m.step for m in client.get_metric_history(run.info.run_id, "train_loss")})
+        trained += epochs - int(run.data.tags.get("cifar_search.resumed_from_epoch", 0))
+        needed += epochs if run.info.status in ("FINISHED", "KILLED") else 0
+        m = run.data.metrics
+        writes += m.get("checkpoint_writes", 0)
+        megabytes += m.get("checkpoint_mb", 0)
+        write_s += m.get("checkpoint_seconds", 0)
+        train_s += m.get("train_seconds", 0)
+    return {
+        "needed": needed,
+        "trained": trained,
+        "checkpoint_share": write_s / train_s if train_s else 0.0,
+        "checkpoint_mb": megabytes / writes if writes else 0.0,
+        "checkpoint_ms": 1000 * write_s / writes if writes else 0.0,
     }
 
 
@@ -140,7 +174,7 @@ def main() -> int:
     )
     print(
         "run  seed    finished  trials  failed  retries  left  repeats  running-runs  exit"
-        "           seconds"
+        "           seconds  epochs needed/trained  lost/kill  checkpoints"
     )
     broken = 0
     for run in range(args.runs):
@@ -153,12 +187,17 @@ def main() -> int:
             and not r["running_runs"]
             and not any(r["codes"])
         )
+        lost_per_kill = (r["trained"] - r["needed"]) / args.kills if args.kills else 0.0
+        ok = ok and lost_per_kill <= 1
         broken += not ok
         print(
             f"{run:>3}  {seed:<6}  {r['finished']:>4}/{target:<3}  {r['trials']:>6}  "
             f"{r['failed']:>6}  {r['retries']:>7}  {r['left']:>4}  {r['repeats']:>7}  "
             f"{r['running_runs']:>12}  {','.join(map(str, r['codes'])):<13}  "
-            f"{r['seconds']:>7.1f}  {'ok' if ok else 'BROKEN ' + ' | '.join(r['errors'])}",
+            f"{r['seconds']:>7.1f}  {r['needed']:>6}/{r['trained']:<7}        "
+            f"{lost_per_kill:>5.2f}  {100 * r['checkpoint_share']:.2f}% of training "
+            f"({r['checkpoint_mb']:.2f} MB, {r['checkpoint_ms']:.1f} ms each)  "
+            f"{'ok' if ok else 'BROKEN ' + ' | '.join(r['errors'])}",
             flush=True,
         )
     print(f"{args.runs - broken}/{args.runs} runs kept every guarantee")

@@ -1,7 +1,7 @@
 """The command line run inside the test process (click's ``CliRunner``), as isolated as a
 new process would be where it matters: its own working directory (``./mlruns`` is created
 there), an environment without ``MLFLOW_TRACKING_URI`` unless given one, and afterwards
-the directory, the environment, the SIGINT/SIGTERM handlers (``search`` installs its own)
+the directory, the environment, the SIGINT/SIGTERM/SIGUSR1 handlers (commands install their own)
 and ``warnings.showwarning`` (the CLI prints warnings its own way) as they were.
 
 MLflow caches one store per tracking URI and Optuna keeps no state between studies, so
@@ -44,7 +44,9 @@ def isolated(cwd: Path, env: Mapping[str, str | None] | None = None) -> Iterator
     """Run the block in ``cwd`` with ``env`` (``None`` removes a variable) on top of an
     environment without ``MLFLOW_TRACKING_URI``; restore everything afterwards."""
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    }
     showwarning = warnings.showwarning
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     for key, value in (env or {}).items():

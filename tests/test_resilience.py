@@ -94,7 +94,7 @@ def _waiting_on_a_lock(pid: int) -> bool:
 
 def _sigterm_once_blocked(proc: forkserver.Forked) -> str:
     """Wait until ``proc`` is blocked on a file lock, send SIGTERM, and check that it ended
-    with code 130 within the 10 s a worker is allowed; returns its stderr."""
+    with code 143 (128 + SIGTERM) within the 10 s a worker is allowed; returns its stderr."""
     deadline = time.time() + 120
     while not _waiting_on_a_lock(proc.pid):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
@@ -103,7 +103,7 @@ def _sigterm_once_blocked(proc: forkserver.Forked) -> str:
     sent = time.monotonic()
     _, err = proc.communicate(timeout=30)
     assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the worker"
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err
     return err
 
 
@@ -147,22 +147,23 @@ def test_kill_9_then_resume_retries_the_lost_trial_once(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_fails_the_trial_exits_130_and_resumes(tmp_path, signum):
+def test_ctrl_c_fails_the_trial_exits_with_its_code_and_resumes(tmp_path, signum):
     _study_file(tmp_path, epochs=VICTIM_EPOCHS)
     proc = _start(tmp_path)
     interrupted = _wait_for_running_trial(tmp_path, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + signum, err  # 130 after Ctrl-C, 143 after SIGTERM
     assert "Traceback" not in err and "interrupted" in err
 
     study = _study(tmp_path)
     trial = study.trials[interrupted]
     assert trial.state == TrialState.FAIL, err
-    assert trial.user_attrs["fail_reason"] == "interrupted"
+    reason = f"interrupted ({signal.Signals(signum).name})"
+    assert trial.user_attrs["fail_reason"] == reason
     runs = mlflow_trial_runs(tmp_path)
     assert runs[interrupted][0].info.status == "FAILED"
-    assert runs[interrupted][0].data.tags["cifar_search.reason"] == "interrupted"
+    assert runs[interrupted][0].data.tags["cifar_search.reason"] == reason
 
     _study_file(tmp_path, epochs=2)
     rerun = _start(tmp_path)
@@ -343,7 +344,7 @@ def test_sigterm_to_a_workers_parent_ends_every_worker(tmp_path):
     sent = time.monotonic()
     _, err = parent.communicate(timeout=30)
     assert time.monotonic() - sent <= 10, "SIGTERM took more than 10 s to end the workers"
-    assert parent.returncode == 130 and "Traceback" not in err, err
+    assert parent.returncode == 143 and "Traceback" not in err, err
     for pid in workers:  # no worker outlives its parent
         assert (
             not Path(f"/proc/{pid}").exists()
@@ -354,7 +355,7 @@ def test_sigterm_to_a_workers_parent_ends_every_worker(tmp_path):
         t.user_attrs.get("fail_reason")
         for t in study.trials
         if t.number in {r.number for r in running}
-    } == {"interrupted"}
+    } == {"interrupted (SIGTERM)"}
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 

@@ -37,6 +37,10 @@ WARM_START_FROM = "warm_start_from"  # user attribute of a warm-start trial: "<s
 # and when it started (restored from the trial it continues)
 PROGRESS_ATTR = "checkpoint_progress"
 RESUMED_AT_ATTR = "checkpoint_resumed_at"
+# A retry lost before it took over its checkpoint (killed while starting up) has not failed
+# at the work: it is retried again, this many times in a row at most.
+UNSTARTED_ATTR = "retries_unstarted"
+MAX_UNSTARTED = 2
 HOST = socket.gethostname()
 
 
@@ -185,18 +189,28 @@ def made_progress(trial: optuna.trial.FrozenTrial) -> bool:
     return now is not None and started is not None and tuple(now) > tuple(started)
 
 
-def retry_lost_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+def retry_lost_trial(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, *, interrupted: bool = False
+) -> None:
     """Enqueue a lost or interrupted trial's parameters once more, marked with
-    ``RETRY_ATTR``; a retry that is lost in turn is retried only if it made progress.
-    Also Optuna's stale-trial callback on RDB storages, so that both storages mark retries
-    the same way."""
+    ``RETRY_ATTR``. A retry that is lost in turn is retried if it made progress, or if it
+    died before it took over its checkpoint (``MAX_UNSTARTED`` times in a row): never one
+    that trained and got nowhere. An ``interrupted`` trial (a signal: it saved its exact
+    position, and no fault of its own stopped it) is always continued. Also Optuna's
+    stale-trial callback on RDB storages, so that both storages mark retries the same way."""
     # A trial lost before it suggested anything still has the parameters it was enqueued
     # with (a warm start's); they are what a retry must run.
     params = trial.params or trial.system_attrs.get("fixed_params", {})
-    if params and (RETRY_ATTR not in trial.user_attrs or made_progress(trial)):
-        attrs = {RETRY_ATTR: trial.number}
-        attrs.update({k: v for k, v in trial.user_attrs.items() if k == WARM_START_FROM})
-        study.enqueue_trial(params, user_attrs=attrs)
+    if not params:
+        return
+    unstarted = 0
+    if RETRY_ATTR in trial.user_attrs and not interrupted and not made_progress(trial):
+        unstarted = trial.user_attrs.get(UNSTARTED_ATTR, 0) + 1
+        if RESUMED_AT_ATTR in trial.system_attrs or unstarted > MAX_UNSTARTED:
+            return
+    attrs = {RETRY_ATTR: trial.number, UNSTARTED_ATTR: unstarted}
+    attrs.update({k: v for k, v in trial.user_attrs.items() if k == WARM_START_FROM})
+    study.enqueue_trial(params, user_attrs=attrs)
 
 
 def fail_stale_rdb_trials(study: optuna.Study, grace: float) -> list[tuple[int, str]]:

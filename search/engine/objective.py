@@ -175,7 +175,8 @@ class Objective:
                 tracker.log_text(run_id, traceback.format_exc(), "traceback.txt")
             if isinstance(exc, KeyboardInterrupt):
                 # interrupted, not broken: a retry continues it from its checkpoint
-                retry_lost_trial(self.study, self.study._storage.get_trial(trial._trial_id))
+                stopped = self.study._storage.get_trial(trial._trial_id)
+                retry_lost_trial(self.study, stopped, interrupted=True)
             elif checkpoints is not None:
                 checkpoints.finished()
             tracker.end(run_id, "FAILED", reason, {STATE_TAG: "FAIL"})

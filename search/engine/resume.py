@@ -124,7 +124,6 @@ class TrialCheckpoints:
             if run.checkpoint is not None:
                 run.checkpointing.save = self._saver(f, run.checkpoint)
         self.restored_epochs = sum(r.restored_epochs for r in self.runs)
-        self.enabled = cfg.runtime.checkpoint_every > 0
         self._record(RESUMED_AT_ATTR)
         self._record(PROGRESS_ATTR)
 
@@ -145,8 +144,6 @@ class TrialCheckpoints:
     def _record(self, attr: str) -> None:
         """The trial's progress in the storage ([trial-epochs, batches] in checkpoints), so
         that whoever finds the trial lost can tell whether it moved (any machine)."""
-        if not self.enabled:
-            return
         progress = [sum(p[0] for p in self.positions), sum(p[1] for p in self.positions)]
         self.study._storage.set_trial_system_attr(self.trial_id, attr, progress)
 

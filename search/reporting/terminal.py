@@ -301,10 +301,10 @@ class SearchProgress:
         ``--workers``."""
         from search.interrupts import signal_name
 
-        what = "the workers' running trials" if workers else "the running trial"
+        what = "the workers' running trials" if workers else "a running trial"
         self.echo(
-            f"{self.prefix}interrupted ({signal_name()}): {what} saved a checkpoint and "
-            f"ended FAIL (interrupted); rerun the same command to continue from it",
+            f"{self.prefix}interrupted ({signal_name()}): rerun the same command to continue "
+            f"({what} ended FAIL and continues from its checkpoint)",
             err=True,
         )
 
