@@ -92,10 +92,11 @@ def train(
     click.echo(reporting.train_header(cfg))
 
     def line(fold: int | None, stats) -> None:
-        prefix = f"fold {fold} " if cfg.data.kfold >= 2 else ""
+        prefix = f"fold {fold} " if fold is not None and cfg.data.kfold >= 2 else ""
         click.echo(reporting.epoch_line(stats, epochs, prefix))
 
-    with cli_setup.ending_cleanly_on_signals(reporting.interrupted_line), stop_at_batch_boundary():
+    stopped = lambda: reporting.interrupted_line(bool(out))  # noqa: E731
+    with cli_setup.ending_cleanly_on_signals(stopped), stop_at_batch_boundary():
         if test:
             results = [final_run(cfg, dataset_, lambda s: line(None, s), checkpoints(None))]
         else:
@@ -206,15 +207,13 @@ def search(
         progress.workers_failed(failed)
         sys.exit(failed.exit_code)
     click.echo(reporting.study_summary(spec, study))
-    if no_retrain:
-        return
     from search.retrain import finished_final_run
 
-    done = finished_final_run(spec, study)  # a rerun does not retrain again
+    done = None if no_retrain else finished_final_run(spec, study)  # a rerun does not retrain
     if done is not None:
         click.echo(reporting.final_done_line(done))
-        return
-    _final_retrain(spec, study, data_dir=data_dir, device=device, checkpoint_dir=checkpoint_dir)
+    elif not no_retrain:
+        _final_retrain(spec, study, data_dir=data_dir, device=device, checkpoint_dir=checkpoint_dir)
 
 
 def _final_retrain(spec: StudySpec, study: Any, **options: Any) -> None:
@@ -290,9 +289,10 @@ def dashboard(spec: StudySpec, storage: str | None, host: str, port: int) -> Non
 
 @main.command()
 @cli_args.STORAGE()
-def studies(storage: str | None) -> None:
-    """The study files, with dataset, space size, trials done / target and best value."""
-    click.echo(reporting.studies_table(storage))
+@cli_args.CHECKPOINT_DIR()
+def studies(storage: str | None, checkpoint_dir: str | None) -> None:
+    """The study files: dataset, space size, trials done / target, best value, checkpoints."""
+    click.echo(reporting.studies_table(storage, checkpoint_dir))
 
 
 @main.command()

@@ -24,7 +24,6 @@ from search.engine.data_inputs import log_data_inputs
 from search.engine.resume import RESUMED_TAG, resumable
 from search.errors import ConfigError
 from search.store import TRIAL_TAG, Tracker, checkpoint_root
-from search.store.checkpoints import remove_folder
 from search.store.locations import final_checkpoint
 from search.store.logged_model import log_classifier
 from search.study import StudySpec
@@ -127,12 +126,14 @@ def final_retrain(
     model_uris: dict[int, str] = {}
     resumed: dict[int, int] = {}
     root = checkpoint_root(spec.name, checkpoint_dir)
+    runs = []
     try:
         log_data_inputs(tracker, run_id, dataset, base, final=True)
         for seed in seeds:
             cfg = base.with_overrides({"runtime.seed": seed})
             callback = None if on_epoch is None else (lambda s, seed=seed: on_epoch(seed, s))
             run = resumable(final_checkpoint(root, trial.number, seed), cfg, split="test")
+            runs.append(run)
             resumed[seed] = run.restored_epochs
             if any(resumed.values()):
                 tracker.set_tags(run_id, {RESUMED_TAG: _per_seed(resumed)})
@@ -174,8 +175,8 @@ def final_retrain(
         tracker.end(run_id, "FAILED", interrupts.ending_reason(exc))
         raise
     tracker.end(run_id, "FINISHED")
-    if not base.runtime.keep_checkpoints:
-        remove_folder(final_checkpoint(root, trial.number, seeds[0]).parent)
+    for run in runs:
+        run.finished(base.runtime.keep_checkpoints)
     return outcome
 
 

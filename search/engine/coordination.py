@@ -201,8 +201,10 @@ def retry_lost_trial(
     # A trial lost before it suggested anything still has the parameters it was enqueued
     # with (a warm start's); they are what a retry must run.
     params = trial.params or trial.system_attrs.get("fixed_params", {})
-    if not params:
-        return
+    if not params or any(
+        t.user_attrs.get(RETRY_ATTR) == trial.number for t in study.get_trials(deepcopy=False)
+    ):
+        return  # nothing to rerun, or retried already (an interrupted worker that then died)
     unstarted = 0
     if RETRY_ATTR in trial.user_attrs and not interrupted and not made_progress(trial):
         unstarted = trial.user_attrs.get(UNSTARTED_ATTR, 0) + 1

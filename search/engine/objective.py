@@ -178,7 +178,7 @@ class Objective:
                 stopped = self.study._storage.get_trial(trial._trial_id)
                 retry_lost_trial(self.study, stopped, interrupted=True)
             elif checkpoints is not None:
-                checkpoints.finished()
+                checkpoints.finished(stored=False)
             tracker.end(run_id, "FAILED", reason, {STATE_TAG: "FAIL"})
             if isinstance(exc, torch.OutOfMemoryError):
                 _release_memory()
@@ -243,7 +243,7 @@ class Objective:
             return
         run_id, reason, checkpoints = self._ending.pop(trial.number)
         if checkpoints is not None:
-            checkpoints.finished()
+            checkpoints.finished(stored=True)
         try:
             end_trial_run(self.tracker, run_id, trial.state, reason)
         except Exception:  # noqa: BLE001 - MLflow hiccup: close_orphan_runs settles it

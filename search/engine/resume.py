@@ -15,7 +15,9 @@ over from the trial it continues, and when checkpoints are deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +68,19 @@ def resumable(path: Path | None, cfg: TrialConfig, **identity: object) -> Resuma
         return ResumableRun(None, Checkpointing(stop_requested=stop_requested), 0)
     checkpoint = Checkpoint(path, run_identity(cfg, **identity))
     start = checkpoint.load()
-    return ResumableRun(
-        checkpoint,
-        Checkpointing(start, checkpoint.save, cfg.runtime.checkpoint_every, stop_requested),
-        0 if start is None else position_of(start)[0],
+
+    def bad_start(error: Exception) -> None:
+        text = str(error).splitlines()[0][:160] if str(error) else ""
+        warnings.warn(
+            f"checkpoint {path}: cannot be restored ({type(error).__name__}: {text}); "
+            f"starting from epoch 1",
+            stacklevel=2,
+        )
+
+    checkpointing = Checkpointing(
+        start, checkpoint.save, cfg.runtime.checkpoint_every, stop_requested, bad_start
     )
+    return ResumableRun(checkpoint, checkpointing, 0 if start is None else position_of(start)[0])
 
 
 class OutFolderCheckpoints:
@@ -109,11 +119,9 @@ class TrialCheckpoints:
         self.study, self.trial_id = study, trial._trial_id
         self.folder = trial_checkpoints(root, trial.number)
         self.keep = cfg.runtime.keep_checkpoints
-        continues = trial.user_attrs.get(RETRY_ATTR)
-        if continues is not None:
-            lost = trial_checkpoints(root, int(continues))
-            if lost.is_dir() and not self.folder.exists():
-                os.replace(lost, self.folder)
+        lost = _lost_folder(root, study, trial.user_attrs.get(RETRY_ATTR))
+        if lost is not None and not self.folder.exists():
+            os.replace(lost, self.folder)
         n_folds = max(1, cfg.data.kfold)
         self.runs = [
             resumable(fold_checkpoint(self.folder, f), cfg, fold=f, folds=n_folds)
@@ -131,7 +139,7 @@ class TrialCheckpoints:
         """``protocols.validate``'s per-fold checkpointing."""
         checkpointing = self.runs[fold].checkpointing
         start, checkpointing.start = checkpointing.start, None  # free it once handed over
-        return Checkpointing(start, checkpointing.save, checkpointing.every, stop_requested)
+        return dataclasses.replace(checkpointing, start=start)
 
     def _saver(self, fold: int, checkpoint: Checkpoint):
         def save(state: dict) -> None:
@@ -145,12 +153,35 @@ class TrialCheckpoints:
         """The trial's progress in the storage ([trial-epochs, batches] in checkpoints), so
         that whoever finds the trial lost can tell whether it moved (any machine)."""
         progress = [sum(p[0] for p in self.positions), sum(p[1] for p in self.positions)]
-        self.study._storage.set_trial_system_attr(self.trial_id, attr, progress)
+        try:
+            self.study._storage.set_trial_system_attr(self.trial_id, attr, progress)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # judged lost by another worker meanwhile: its retry takes the checkpoint
 
-    def finished(self) -> None:
-        """The trial's state is stored (COMPLETE, PRUNED, or a failure nobody retries)."""
-        if not self.keep:
+    def finished(self, stored: bool) -> None:
+        """The trial is over: ``stored`` once Optuna has stored its COMPLETE or PRUNED state,
+        else it failed and nobody retries it. A failed trial no longer RUNNING in the
+        storage was judged lost meanwhile by another worker, whose retry is about to take
+        the folder over: it stays."""
+        if self.keep:
+            return
+        if stored or self.study._storage.get_trial(self.trial_id).state == TrialState.RUNNING:
             remove_folder(self.folder)
+
+
+def _lost_folder(root: Path, study: optuna.Study, number: int | None) -> Path | None:
+    """The checkpoint folder a retry of trial ``number`` continues: that trial's, or, when
+    that trial was itself a retry that died before taking its folder over, the folder of
+    the trial it continued, and so on up the chain."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    seen = set()
+    while number is not None and number not in seen:
+        seen.add(number)
+        folder = trial_checkpoints(root, int(number))
+        if folder.is_dir():
+            return folder
+        number = by_number[number].user_attrs.get(RETRY_ATTR) if number in by_number else None
+    return None
 
 
 def _start_position(run: ResumableRun) -> tuple[int, int]:
@@ -176,19 +207,15 @@ def mark_continuation(study: optuna.Study, tracker: Tracker, trial: optuna.Trial
 
 
 def sweep_trial_folders(study: optuna.Study, root: Path, keep: bool) -> None:
-    """Delete the checkpoint folders no trial will continue: those of finished trials and
-    of lost ones whose retry is not waiting or running (a retry of a retry that made no
-    progress, or a study that reached its target first). Called under the claim lock;
-    ``keep`` (``runtime.keep_checkpoints``) keeps every folder."""
+    """Once the study has its target: delete the checkpoint folders no running trial will
+    continue (those of finished trials, of lost ones whose retry got nowhere, and of lost
+    ones whose retry waits but will not run since the target is reached). Called under the
+    claim lock; ``keep`` (``runtime.keep_checkpoints``) keeps every folder."""
     if keep or not root.is_dir():
         return
-    trials = study.get_trials(deepcopy=False)
-    alive = {t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)}
-    continued = {
-        t.user_attrs.get(RETRY_ATTR)
-        for t in trials
-        if t.state in (TrialState.RUNNING, TrialState.WAITING)
-    }
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    alive = {t.number for t in running}
+    continued = {t.user_attrs.get(RETRY_ATTR) for t in running}
     for folder in root.glob("trial-*"):
         number = folder.name.removeprefix("trial-")
         if number.isdigit() and int(number) not in alive and int(number) not in continued:

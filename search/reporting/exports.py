@@ -141,19 +141,25 @@ def _front_json(spec: StudySpec, candidates: list[tuple[int, tuple]]) -> dict[st
     }
 
 
-def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) -> list[tuple]:
+def study_rows(
+    storage_url: str | None = None,
+    studies_dir: Path | None = None,
+    checkpoint_dir: str | None = None,
+) -> list[tuple]:
     """One row per study file: name, dataset, sampler, space size, done/target, best (the
-    best value, or the size of a multi-objective study's Pareto front)."""
+    best value, or the size of a multi-objective study's Pareto front), the disk its
+    checkpoints use, and the file."""
     import optuna
 
-    from search.store import finished_count, journal_path, open_storage
+    from search.store import checkpoint_root, finished_count, journal_path, open_storage
+    from search.store.checkpoints import disk_usage
 
     rows = []
     for path in list_studies(studies_dir):
         try:
             spec = load_study(str(path))
         except ConfigError as exc:
-            rows.append((path.stem, "-", "-", "-", "-", "-", f"invalid: {exc.message}"))
+            rows.append((path.stem, "-", "-", "-", "-", "-", "-", f"invalid: {exc.message}"))
             continue
         size = spec.space_size()
         done, best = 0, "-"
@@ -178,10 +184,15 @@ def study_rows(storage_url: str | None = None, studies_dir: Path | None = None) 
                 "continuous" if size is None else f"{size:,}",
                 f"{done}/{spec.n_trials}",
                 best,
+                _megabytes(disk_usage(checkpoint_root(spec.name, checkpoint_dir))),
                 str(path),
             )
         )
     return rows
+
+
+def _megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:,.1f} MB" if n_bytes else "-"
 
 
 def write_train_outputs(

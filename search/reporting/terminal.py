@@ -85,14 +85,17 @@ def epoch_line(stats: EpochStats, epochs: int, prefix: str = "") -> str:
 RESTORED = "  (restored from checkpoint)"
 
 
-def interrupted_line() -> str:
-    """After a signal stopped ``train``, ``retrain`` or ``ablate`` (on stderr)."""
+def interrupted_line(checkpointed: bool = True) -> str:
+    """After a signal stopped ``train``, ``retrain`` or ``ablate`` (on stderr);
+    ``checkpointed``: the run had a checkpoint to continue from (``train`` needs --out)."""
     from search.interrupts import signal_name
 
-    return (
-        f"interrupted ({signal_name()}): the running training's checkpoint is saved; rerun "
-        f"the same command to continue it"
+    then = (
+        "rerun the same command to continue from the last checkpoint"
+        if checkpointed
+        else "nothing was kept (`train` keeps checkpoints with --out)"
     )
+    return f"interrupted ({signal_name()}): {then}"
 
 
 def model_table() -> str:
@@ -316,14 +319,14 @@ class SearchProgress:
             )
 
 
-def studies_table(storage_url: str | None = None) -> str:
+def studies_table(storage_url: str | None = None, checkpoint_dir: str | None = None) -> str:
     """``cli.py studies``: every study file with its progress (see ``exports.study_rows``)."""
     from search.reporting.exports import study_rows
 
     return table(
-        ["study", "dataset", "sampler", "space", "done/target", "best", "file"],
-        study_rows(storage_url),
-        align="llllrrl",
+        ["study", "dataset", "sampler", "space", "done/target", "best", "checkpoints", "file"],
+        study_rows(storage_url, checkpoint_dir=checkpoint_dir),
+        align="llllrrrl",
     )
 
 

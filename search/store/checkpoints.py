@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -53,6 +54,19 @@ class WriteCost:
 
 
 COST = WriteCost()  # this process's total, for the run's metrics and the benchmark
+# in a temporary file's name, so that a write in progress on another machine sharing the
+# folder is never taken for a dead one's leftover
+HOST = socket.gethostname().replace(".", "-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _SlowWriter:
@@ -81,9 +95,10 @@ class Checkpoint:
         started = time.perf_counter()
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(f".{self.path.name}.*.tmp"):  # a write killed half-way
-            stale.unlink(missing_ok=True)
-        tmp = folder / f".{self.path.name}.{os.getpid()}.tmp"
+        for stale in folder.glob(f".{self.path.name}.{HOST}.*.tmp"):
+            if not _alive(int(stale.name.rsplit(".", 2)[-2])):  # a write killed half-way
+                stale.unlink(missing_ok=True)
+        tmp = folder / f".{self.path.name}.{HOST}.{os.getpid()}.tmp"
         delay = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)
         with tmp.open("wb") as fh:
             torch.save(
@@ -126,7 +141,10 @@ class Checkpoint:
         if not isinstance(state, dict) or "run_hash" not in state:
             return None, "not a checkpoint of this tool"
         if state["run_hash"] != self.run_hash:
-            return None, "belongs to another run (its config, model, split or device differ)"
+            return None, (
+                "belongs to another run (its config, model, split or device differ, or "
+                "another version of the tool wrote it)"
+            )
         return state, ""
 
     def remove(self) -> None:

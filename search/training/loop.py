@@ -215,7 +215,13 @@ def train_one(
 
     run = RunProgress()
     if ck.start is not None:
-        run = RunProgress.restore(ck.start, model, optimizer, scheduler, generator, device)
+        try:
+            run = RunProgress.restore(ck.start, model, optimizer, scheduler, generator, device)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            if ck.on_bad_start is not None:
+                ck.on_bad_start(exc)
+            # the modules may be half-loaded: build them all again, from epoch 1
+            return train_one(cfg, data, on_epoch, dataclasses.replace(ck, start=None))
         for stats in run.history:  # the restored curve, to the pruner and the logs first
             if on_epoch is not None:
                 on_epoch(dataclasses.replace(stats, restored=True))

@@ -41,12 +41,16 @@ class Checkpointing:
     ``start``: a state saved earlier (by ``save``) to continue from, or None to start at
     epoch 1. ``save(state)``: called with the state at the end of every ``every`` epochs,
     at the end of training (so that a finished run is never trained again), and at the
-    batch boundary where ``stop_requested()`` first returns True; None = no checkpoints."""
+    batch boundary where ``stop_requested()`` first returns True; None = no checkpoints.
+    ``on_bad_start(error)``: see the field."""
 
     start: dict[str, Any] | None = None
     save: Callable[[dict[str, Any]], None] | None = None
     every: int = 1
     stop_requested: Callable[[], bool] = field(default=_never)
+    # told why ``start`` could not be restored (it was written for another model, say);
+    # the run then starts at epoch 1 instead of failing every time it is continued
+    on_bad_start: Callable[[Exception], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,14 +93,16 @@ class EpochProgress:
     seconds: float  # training seconds of this epoch so far
 
     def as_state(self) -> dict[str, Any]:
-        return {
-            "order": self.order.cpu(),
-            "loss_sum": self.loss_sum.cpu(),
-            "correct": self.correct.cpu(),
-            "first_bad_step": self.first_bad_step.cpu(),
-            "lr": self.lr,
-            "seconds": self.seconds,
-        }
+        return clone_to_cpu(
+            {
+                "order": self.order,
+                "loss_sum": self.loss_sum,
+                "correct": self.correct,
+                "first_bad_step": self.first_bad_step,
+                "lr": self.lr,
+                "seconds": self.seconds,
+            }
+        )
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
@@ -181,9 +187,10 @@ class RunProgress:
 def random_state(generator: torch.Generator) -> dict[str, Any]:
     """Every generator a run draws from, as tensors and plain values."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    on_gpu = generator.device.type == "cuda"  # the run's GPU only: another may be visible later
     state = {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "cuda": torch.cuda.get_rng_state(generator.device) if on_gpu else None,
         "numpy": {
             "kind": kind,
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -199,8 +206,8 @@ def random_state(generator: torch.Generator) -> dict[str, Any]:
 
 def restore_random_state(state: dict[str, Any], generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] is not None and generator.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], generator.device)
     n = state["numpy"]
     np.random.set_state(
         (

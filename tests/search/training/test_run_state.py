@@ -136,3 +136,22 @@ def test_early_stopping_state_survives_the_stop():
     resumed = train_one(cfg, data, checkpointing=Checkpointing(start=_round_trip(saved[-1])))
     assert resumed.stop_reason == reference.stop_reason
     _assert_same(reference, resumed)
+
+
+def test_a_state_that_cannot_be_restored_starts_over_instead_of_failing():
+    cfg, _, data = _setup(**{"optim.epochs": 2})
+    other_cfg, _, _ = _setup(**{"optim.epochs": 2, "model.width": 0.5})  # other shapes
+    saved: list[dict] = []
+    with pytest.raises(StopRequested):
+        train_one(
+            other_cfg,
+            data,
+            checkpointing=Checkpointing(save=saved.append, stop_requested=StopAt(8)),
+        )
+    problems: list[Exception] = []
+    resumed = train_one(
+        cfg, data, checkpointing=Checkpointing(start=saved[-1], on_bad_start=problems.append)
+    )
+    assert len(problems) == 1 and isinstance(problems[0], RuntimeError)  # size mismatch
+    _assert_same(train_one(cfg, data), resumed)
+    assert not any(s.restored for s in resumed.history)
