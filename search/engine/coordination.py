@@ -29,6 +29,8 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from search.store.locks import process_alive
+
 HEARTBEAT_S = 20.0  # default: how often a running trial's worker says it is alive
 GRACE_BEATS = 3  # missed heartbeats after which a running trial counts as lost
 RETRY_ATTR = "retry_of"  # user attribute of a retry: the number of the lost trial it reruns
@@ -129,21 +131,11 @@ class Heartbeat:
             self._thread.join(timeout=self.interval)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def lost_reason(trial: optuna.trial.FrozenTrial, now: float, grace: float) -> str | None:
     """Why a RUNNING trial's worker counts as lost, or None while it looks alive."""
     worker = trial.system_attrs.get("worker")
     beat = trial.system_attrs.get("heartbeat")
-    if worker and worker.get("host") == HOST and not _alive(int(worker["pid"])):
+    if worker and worker.get("host") == HOST and not process_alive(int(worker["pid"])):
         return f"worker lost (process {worker['pid']} on {HOST} is gone)"
     last = (
         beat
@@ -210,7 +202,7 @@ def retry_lost_trial(
         unstarted = trial.user_attrs.get(UNSTARTED_ATTR, 0) + 1
         if RESUMED_AT_ATTR in trial.system_attrs or unstarted > MAX_UNSTARTED:
             return
-    attrs = {RETRY_ATTR: trial.number, UNSTARTED_ATTR: unstarted}
+    attrs = {RETRY_ATTR: trial.number, **({UNSTARTED_ATTR: unstarted} if unstarted else {})}
     attrs.update({k: v for k, v in trial.user_attrs.items() if k == WARM_START_FROM})
     study.enqueue_trial(params, user_attrs=attrs)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from search.ablation import BASELINE, AblationOutcome, RunRecord, Variant, same_run
 from search.reporting.figures import ablation_png
-from search.reporting.terminal import table
+from search.reporting.text import table
 
 HEADERS = [
     "variant",

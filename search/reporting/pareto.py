@@ -44,7 +44,7 @@ def front_table(
     """The Pareto front of ``candidates`` (``(trial, values)`` of COMPLETE trials), best
     first on the first objective; ``chosen`` (default: the preferred trial) marked with
     ``*``. ``extra`` adds a last column (e.g. the test accuracy of retrained trials)."""
-    from search.reporting.terminal import table
+    from search.reporting.text import table
 
     front = pareto_front(candidates, spec.directions)
     chosen = preferred(candidates, spec.directions) if chosen is None else chosen

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from search.reporting.terminal import pct, table
+from search.reporting.text import pct, table
 
 if TYPE_CHECKING:
     from search.config import TrialConfig

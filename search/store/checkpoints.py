@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from search.config import TrialConfig
+from search.store.locks import process_alive
 
 # Keys that change how a run is checkpointed or evaluated, not what it computes.
 NOT_IN_RUN_HASH = frozenset(
@@ -59,16 +60,6 @@ COST = WriteCost()  # this process's total, for the run's metrics and the benchm
 HOST = socket.gethostname().replace(".", "-")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class _SlowWriter:
     def __init__(self, fh, delay: float) -> None:
         self.fh, self.delay = fh, delay
@@ -96,7 +87,7 @@ class Checkpoint:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(f".{self.path.name}.{HOST}.*.tmp"):
-            if not _alive(int(stale.name.rsplit(".", 2)[-2])):  # a write killed half-way
+            if not process_alive(int(stale.name.rsplit(".", 2)[-2])):  # a write killed half-way
                 stale.unlink(missing_ok=True)
         tmp = folder / f".{self.path.name}.{HOST}.{os.getpid()}.tmp"
         delay = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)

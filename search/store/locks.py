@@ -12,6 +12,17 @@ from pathlib import Path
 from optuna.storages.journal._file import BaseJournalFileLock  # not re-exported by Optuna
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a lock holder, a checkpoint writer)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (created if missing) for the block."""
