@@ -1,4 +1,5 @@
-"""Models built by other libraries: torchvision's EfficientNet-B2 and any timm model.
+"""Models built by other libraries: torchvision's EfficientNet-B2 (registered here) and
+any timm model (``timm_models``, built on demand by the registry).
 
 Both keep their ImageNet architecture (global pooling makes 32x32 inputs work); the
 classifier is sized for ``num_classes`` and library failures become ModelConfigError.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from .errors import ModelConfigError
-from .registry import TIMM_PREFIX, register_model
+from .registry import register_model
 
 
 def _imagenet_efficientnet_b2(dropout: float) -> nn.Module:
@@ -49,20 +50,3 @@ def efficientnet_b2(
     old_head = model.classifier[1]
     model.classifier[1] = nn.Linear(old_head.in_features, num_classes)
     return model
-
-
-def create_timm_model(timm_name: str, num_classes: int, knobs: dict[str, object]) -> nn.Module:
-    """Build ``timm:<timm_name>`` untrained; ``knobs`` are already validated (only ``dropout``)."""
-    name = TIMM_PREFIX + timm_name
-    try:
-        import timm
-    except ImportError:
-        message = f"{name} needs the optional 'timm' extra: pip install -e '.[timm]'"
-        raise ModelConfigError(message, key="name", value=name) from None
-    if not timm.is_model(timm_name):
-        message = f"unknown timm model {timm_name!r} in {name!r}; see timm.list_models()"
-        raise ModelConfigError(message, key="name", value=name)
-    dropout = knobs.get("dropout", 0.0)
-    return timm.create_model(
-        timm_name, pretrained=False, num_classes=num_classes, drop_rate=dropout
-    )

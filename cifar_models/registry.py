@@ -143,8 +143,7 @@ def create(name: str, num_classes: int, **model_args: object) -> nn.Module:
     Every user mistake (unknown name or knob, bad value) raises ModelConfigError.
     """
     if is_timm(name):
-        # Imported here because external.py registers its own models through this module.
-        from .external import create_timm_model
+        from .timm_models import create_timm_model  # timm is optional: loaded when used
 
         knobs = _check_knobs(name, TIMM_KNOBS, model_args)
         return create_timm_model(name[len(TIMM_PREFIX) :], _check_num_classes(num_classes), knobs)

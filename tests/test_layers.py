@@ -135,3 +135,52 @@ def test_light_commands_import_no_torch_sklearn_or_mlflow(argv: list[str]) -> No
     loaded = _imported_after(code)
     assert "click" in loaded and "search" in loaded
     assert not loaded & HEAVY, f"cli.py {' '.join(argv)} imported {loaded & HEAVY}"
+
+
+def _package_imports(package: Path) -> dict[str, set[str]]:
+    """Each module of ``package`` -> the modules of the package it imports, at any depth
+    (an import inside a function still ties the two modules together)."""
+    top = package.name
+    modules = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        package_of = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package_of.rsplit(".", node.level - 1)[0]
+                    base = f"{parent}.{base}" if base else parent
+                candidates = {base} | {f"{base}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                candidates = {a.name for a in node.names}
+            else:
+                continue
+            found |= {c for c in candidates if c.startswith(top) and c in modules}
+        # a package's own __init__ and its parents are not edges of a cycle worth reporting
+        edges[name] = {m for m in found if m != name and not name.startswith(m + ".")}
+    return edges
+
+
+@pytest.mark.parametrize("package", ["search", "cifar_models"])
+def test_no_import_cycles(package: str) -> None:
+    edges = _package_imports(ROOT / package)
+    state: dict[str, int] = {}
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(edges[module]):
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep) :] + [dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep, [*stack, dep])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])

@@ -371,3 +371,51 @@ def test_train_out_stopped_by_sigterm_continues_to_the_same_model(tmp_path):
     b = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _pruning_study(work: Path, monkeypatch) -> None:
+    """Trial 0 learns, trial 1 (a learning rate far too small) is pruned by the median
+    pruner once warm-up is over: the decision a continued trial must make again."""
+    from search.engine import open_study
+    from search.study import load_study
+
+    write_study(
+        work,
+        "res",
+        study={
+            "n_trials": 2,
+            "pruner": "median",
+            "pruner_args": {"n_startup_trials": 1, "n_warmup_steps": 2},
+        },
+        space={"optim.lr": {"type": "float", "low": 1e-6, "high": 0.2, "log": True}},
+        fixed=FIXED,
+    )
+    monkeypatch.chdir(work)
+    study = open_study(load_study(str(work / "res.toml")), None)
+    study.enqueue_trial({"optim.lr": 0.1})
+    study.enqueue_trial({"optim.lr": 1e-6})
+
+
+@pytest.mark.slow
+def test_a_continued_trial_is_pruned_where_the_uninterrupted_one_was(tmp_path, monkeypatch):
+    reference_dir, work = tmp_path / "reference", tmp_path / "work"
+    _pruning_study(reference_dir, monkeypatch)
+    assert _search(reference_dir).wait(timeout=300) == 0
+    reference = _study(reference_dir).trials[1]
+    assert reference.state == TrialState.PRUNED  # the setting prunes it, uninterrupted
+
+    _pruning_study(work, monkeypatch)
+    proc = _search(work)
+    _wait(
+        lambda: [t for t in _running(work) if t.number == 1 and _progress(t)[0] >= 1],
+        proc,
+        "trial 1's first checkpoint",
+    )
+    _kill_9(proc)
+    rerun = _search(work)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    (retry,) = [t for t in _study(work).trials if t.user_attrs.get("retry_of") == 1]
+    assert retry.user_attrs["resumed_from_epoch"] >= 1
+    assert retry.state == TrialState.PRUNED
+    assert retry.intermediate_values == reference.intermediate_values
