@@ -11,13 +11,12 @@ models registered at run time by user code.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import sys
 from pathlib import Path
 
-from .errors import ModelConfigError
+from .errors import ModelConfigError, closest
 
 TIMM_PREFIX = "timm:"
 # timm models are built by timm itself; only the classifier dropout is passed through.
@@ -65,8 +64,8 @@ def _lookup(name: object) -> tuple[str, dict[str, object]]:
     if isinstance(name, str) and name in table:
         return table[name]
     known = sorted(table)
-    close = difflib.get_close_matches(name, known, n=1) if isinstance(name, str) else []
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(name, known)
+    hint = f" (did you mean {close!r}?)" if close else ""
     raise ModelConfigError(
         f"unknown model {name!r}{hint}; known models: {', '.join(known)} (or timm:<name>)",
         key="name",

@@ -6,7 +6,6 @@ a model is one decorated function and the CLI/search space discover it by name.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import TypeVar
 from torch import nn
 
 from .catalog import TIMM_KNOBS, TIMM_PREFIX, Table, is_timm, list_models, model_family, model_knobs
-from .errors import ModelConfigError
+from .errors import ModelConfigError, closest
 from .knobs import VALIDATORS, check_knob
 
 # lookups that lived here before the catalog existed, for code that imports them from here
@@ -116,8 +115,8 @@ def _check_knobs(
     """Reject knobs ``name`` does not take and bad values; return the normalised values."""
     for key in sorted(given):
         if key not in accepted:
-            close = difflib.get_close_matches(key, list(accepted), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = closest(key, accepted)
+            hint = f"did you mean {close!r}? " if close else ""
             takes = ", ".join(sorted(accepted)) or "none"
             raise ModelConfigError(
                 f"model {name!r} does not take knob {key!r} ({hint}it takes: {takes})",

@@ -22,13 +22,19 @@ if TYPE_CHECKING:
 
 
 class Commands(click.Group):
-    """Turns user errors into one line on stderr and exit code 2, never a traceback."""
+    """Turns user errors into one line on stderr and exit code 2, never a traceback: our
+    own (``ConfigError``) and click's usage errors (a value out of range, an unknown
+    option), which click would print as three lines of usage and error."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
             ctx.exit(2)
 
 

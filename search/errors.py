@@ -3,9 +3,10 @@ missing data, bad ``--set``). The CLI turns it into a one-line message and exit 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import Any
+
+from cifar_models.errors import closest
 
 _UNSET = object()
 
@@ -41,6 +42,6 @@ class ConfigError(Exception):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' when a close match exists, else ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """' (did you mean 'x'?)' when a choice is a few edits away (``closest``), else ''."""
+    close = closest(word, choices)
+    return f" (did you mean {close!r}?)" if close else ""

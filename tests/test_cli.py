@@ -156,6 +156,13 @@ def test_data_command_shows_stats_and_writes_grid(cifar10_dir, tmp_path):
         (["check-fast-path", "--model", "resnt20"], ["model.name", "did you mean 'resnet20'"]),
         (["check-fast-path", "--seeds", "0,x", "--dataset", "synthetic"], ["--seeds", "0,x"]),
         (["check-fast-path", "--data-dir", "{empty}"], ["cifar-10-batches-py"]),
+        (["bench", "--model", "resnet2O"], ["did you mean 'resnet20'"]),  # 1 edit, not 2
+        # click's own usage errors, one line too, with where the help is
+        (["search", "--study", "smoke", "--n-trials", "-1"], ["--n-trials", "-1", "--help"]),
+        (["search", "--study", "smoke", "--workers", "0"], ["--workers", "search --help"]),
+        (["train", "--bogus"], ["--bogus"]),
+        (["serch"], ["serch", "search"]),
+        (["retrain"], ["--study"]),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, fragments, tmp_path, monkeypatch):

@@ -58,7 +58,7 @@ def test_describing_known_models_does_not_import_torch() -> None:
     first, error, last = done.stdout.splitlines()
     assert first == f"{len(cifar_models.list_models())} False se cifar_resnet"
     # an unknown name loads the builders (a stale catalog would say so); same message
-    assert error.startswith("unknown model 'resnet21' (did you mean 'resnet32'?); known models:")
+    assert error.startswith("unknown model 'resnet21' (did you mean 'resnet20'?); known models:")
     assert last == "True"
 
 

@@ -246,3 +246,18 @@ def test_importing_does_not_pull_in_the_search_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "typo, meant",
+    [("resnet2O", "resnet20"), ("se_resnt18", "se_resnet18"), ("RESNET56", "resnet56")],
+)
+def test_a_misspelt_model_name_suggests_the_name_fewest_edits_away(typo, meant):
+    with pytest.raises(ModelConfigError, match=f"did you mean '{meant}'"):
+        create(typo, 10)
+
+
+def test_no_suggestion_for_a_name_far_from_every_model():
+    with pytest.raises(ModelConfigError) as info:
+        create("transformer", 10)
+    assert "did you mean" not in str(info.value)
