@@ -170,9 +170,9 @@ def search(
         system_metrics=system_metrics,
         checkpoint_dir=checkpoint_dir,
     )
+    engine.apply_overrides(spec, options.overrides)  # a bad --set fails before any output
     parallel = workers > 1 or bool(gpus)
-    # a signal ends the command within a bound; the parent of --workers gets a little more
-    interrupts.exit_within(interrupts.GRACE_S + 2 if parallel else interrupts.GRACE_S)
+    interrupts.exit_within(interrupts.GRACE_S + (2 if parallel else 0))  # the parent waits more
     progress = reporting.SearchProgress(spec, os.environ.get(WORKER_ENV), click.echo)
     try:
         if parallel:

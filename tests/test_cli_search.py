@@ -249,3 +249,11 @@ def test_unknown_study_name_lists_available(tmp_path):
     proc = cli("search", "--study", "smok", cwd=tmp_path)
     assert proc.exit_code == 2 and "smoke" in proc.stderr
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_set_of_a_searched_key_fails_before_anything_is_printed(study_file, tmp_path):
+    path = study_file("tiny")
+    result = cli("search", "--study", path, "--set", "optim.lr=0.1", cwd=tmp_path)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "optim.lr = 0.1: this key is searched in [space]" in result.stderr
+    assert not (tmp_path / "mlruns").exists()  # nothing half-made either

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,10 +229,13 @@ def _download_cifar(name: str, root: Path) -> None:
     import torchvision
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    made = [p for p in (root, *root.parents) if not p.exists()]  # root first, then parents
     try:
         root.mkdir(parents=True, exist_ok=True)
         cls(root=str(root), train=True, download=True)
     except Exception as exc:  # offline, proxy, disk: any failure ends in one clear message
+        if made:  # the folders made for the download, with what it left: none was there
+            shutil.rmtree(made[-1], ignore_errors=True)
         raise ConfigError(
             f"{name} is not in {root} and downloading it failed "
             f"({type(exc).__name__}: {exc}); download {_ARCHIVES[name]} from "

@@ -174,3 +174,19 @@ def test_batches_pickled_by_numpy_at_any_protocol_are_read(make_cifar10, tmp_pat
             pickle.dump(content, fh, protocol=protocol)
     ds = data.load("cifar10", root, download=False)
     assert ds.train_x.shape == (100, 3, 32, 32) and ds.classes[9] == "truck"
+
+
+def test_a_failed_download_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """The download really runs and fails (the archive's URL points at a closed local port):
+    the folders made for it go with it, so a later run finds no empty data folder."""
+    monkeypatch.delenv("CIFAR_NO_DOWNLOAD", raising=False)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar.tar.gz")
+    target = tmp_path / "new" / "data"
+    with pytest.raises(ConfigError, match="downloading it failed"):
+        data.load("cifar10", target)
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(ConfigError, match="downloading it failed"):
+        data.load("cifar10", existing / "cifar")
+    assert existing.exists() and not list(existing.iterdir())  # the user's folder stays
