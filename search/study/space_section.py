@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from search.config import FLAT_KEYS, coerce
-from search.errors import ConfigError, did_you_mean
+from search.errors import ConfigError, closest, did_you_mean
 from search.study.spec import ENTRY_KEYS, PARAM_TYPES, ParamSpec, same_value
 from search.study.table_reader import TableReader, is_int, is_number
 
@@ -194,6 +194,15 @@ class SpaceReader(TableReader):
                 except ConfigError as exc:
                     raise self.rekeyed(exc, at) from None
                 if other in declared and not declared[other].can_take(value):
+                    listed = [str(c) for c in declared[other].choices or ()]
+                    typo = closest(str(value), listed)
+                    if typo is not None:  # the mistake is in the list, not in this condition
+                        raise self.error(
+                            f"did you mean {value!r}? space.{key}.when refers to it, but "
+                            f"this list does not hold it",
+                            f"space.{other}.choices",
+                            typo,
+                        )
                     raise self.error(f"{other} never takes this value in [space]", at, value)
                 allowed.append(value)
             if other in fixed and not any(same_value(fixed[other], v) for v in allowed):

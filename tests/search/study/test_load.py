@@ -532,6 +532,21 @@ BROKEN = [
         "never takes",
     ),
     (
+        "when-refers-to-a-typo-in-choices",  # reported where the typo is, not at the when
+        edit(
+            'model.name = "se_resnet18"\n',
+            "",
+            edit(
+                "[space]\n",
+                '[space]\n"model.name" = { type = "categorical", choices = ["resnet18", '
+                '"se_resnt18"] }\n"model.dropout" = { type = "categorical", choices = [0.0, 0.3], '
+                'when = { "model.name" = "se_resnet18" } }\n',
+            ),
+        ),
+        "space.model.name.choices",
+        "did you mean 'se_resnet18'? space.model.dropout.when refers to it",
+    ),
+    (
         "when-fixed-never-holds",
         edit('{ "model.attention" = "se" }', '{ "model.name" = "resnet18" }'),
         "space.model.se_reduction.when.model.name",
