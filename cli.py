@@ -95,7 +95,8 @@ def train(
         prefix = f"fold {fold} " if fold is not None and cfg.data.kfold >= 2 else ""
         click.echo(reporting.epoch_line(stats, epochs, prefix))
 
-    stopped = lambda: reporting.interrupted_line(bool(out))  # noqa: E731
+    kept = "nothing was kept (`train` keeps checkpoints with --out)"
+    stopped = lambda: reporting.interrupted_line(None if out else kept)  # noqa: E731
     with cli_setup.ending_cleanly_on_signals(stopped), stop_at_batch_boundary():
         if test:
             results = [final_run(cfg, dataset_, lambda s: line(None, s), checkpoints(None))]
@@ -358,6 +359,7 @@ def ablate(
 @cli_args.STUDY()
 @cli_args.REPORT_OUT()
 @cli_args.STORAGE()
+@cli_setup.ending_cleanly_on_signals(lambda: reporting.interrupted_line("run it again"))
 def report(spec: StudySpec, out: str, storage: str | None) -> None:
     """Write one self-contained folder (markdown + PNG) about a study: summary, history,
     parameter importance, parallel coordinates, the best trial's curves, the final retrain's
@@ -373,6 +375,7 @@ def report(spec: StudySpec, out: str, storage: str | None) -> None:
 @cli_args.WIDTH()
 @cli_args.BENCH_COMPILE()
 @cli_args.CONCURRENCY()
+@cli_setup.ending_cleanly_on_signals(lambda: reporting.interrupted_line("nothing measured"))
 def bench(
     model_names: list[str],
     batch_size: int,
@@ -386,21 +389,13 @@ def bench(
     on CUDA) vs the standard DataLoader + PIL transforms + fp32 loop, same model, batch, 'full'
     augmentation and device; or, with --concurrency, the aggregate images/s of several of our
     worker processes sharing the device."""
-    from search.config import TrialConfig
-    from search.perf import concurrent_throughput, run_bench
+    from search.perf import measure_models
 
-    for name in model_names:
-        TrialConfig().with_overrides({"model.name": name})  # unknown names fail before timing
-    args = (batch_size, device, steps)
     extra = {"width": width} if width else None
-    measured = {}
-    for name in model_names:
-        measured[name] = (
-            {n: concurrent_throughput(name, *args, n, use_compile, extra) for n in concurrency}
-            if concurrency
-            else run_bench(name, *args, use_compile, extra)
-        )
-        click.echo(f"measured {name}", err=True)
+    measured = measure_models(
+        model_names, batch_size, device, steps, use_compile, extra, concurrency,
+        on_measured=lambda name: click.echo(f"measured {name}", err=True),
+    )  # fmt: skip
     click.echo(
         reporting.concurrency_table(measured, batch_size)
         if concurrency

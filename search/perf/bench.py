@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,3 +280,30 @@ def concurrent_throughput(
             work = (cfg.to_flat(), steps, threads_per_process(processes), ready)
             spans = pool.map(_concurrent_worker, [work] * processes)
     return aggregate_images_per_s(spans)
+
+
+def measure_models(
+    models: list[str],
+    batch_size: int,
+    device: str,
+    steps: int,
+    compile: bool = False,
+    model_args: dict | None = None,
+    concurrency: list[int] | None = None,
+    on_measured: Callable[[str], None] = lambda model: None,
+) -> dict[str, dict | dict[int, float]]:
+    """``cli.py bench``: per model, ``run_bench``'s figures, or with ``concurrency`` the
+    aggregate images/s of each number of processes. Every name is checked before any
+    timing starts (a typo in the last one must not cost the first one's minutes)."""
+    for name in models:
+        TrialConfig().with_overrides({"model.name": name})
+    args = (batch_size, device, steps)
+    measured = {}
+    for name in models:
+        measured[name] = (
+            {n: concurrent_throughput(name, *args, n, compile, model_args) for n in concurrency}
+            if concurrency
+            else run_bench(name, *args, compile, model_args)
+        )
+        on_measured(name)
+    return measured

@@ -50,17 +50,15 @@ def epoch_line(stats: EpochStats, epochs: int, prefix: str = "") -> str:
 RESTORED = "  (restored from checkpoint)"
 
 
-def interrupted_line(checkpointed: bool = True) -> str:
-    """After a signal stopped ``train``, ``retrain`` or ``ablate`` (on stderr);
-    ``checkpointed``: the run had a checkpoint to continue from (``train`` needs --out)."""
+CONTINUE = "rerun the same command to continue from the last checkpoint"
+
+
+def interrupted_line(then: str | None = None) -> str:
+    """After a signal stopped a command (on stderr): which signal, and what ``then``
+    (default: rerun to continue from the checkpoint)."""
     from search.interrupts import signal_name
 
-    then = (
-        "rerun the same command to continue from the last checkpoint"
-        if checkpointed
-        else "nothing was kept (`train` keeps checkpoints with --out)"
-    )
-    return f"interrupted ({signal_name()}): {then}"
+    return f"interrupted ({signal_name()}): {then or CONTINUE}"
 
 
 def model_table() -> str:
