@@ -1,5 +1,6 @@
 """How a search runs: the trial objective, the claim -> count -> trial -> stop loop, the
-coordination of several workers on one study, and worker processes."""
+coordination of several workers on one study, worker processes, and continuing lost work
+from checkpoints (``resume``)."""
 
 from search.engine.coordination import GRACE_BEATS, HEARTBEAT_S, RETRY_ATTR, retry_lost_trial
 from search.engine.loop import (

@@ -7,7 +7,9 @@ without pruning and the objective is the mean over all folds (std kept as a user
 With a holdout (the default) there is only fold 0.
 
 Each trial's run records the data it read (``data_inputs``) and, with system metrics on,
-its CPU/GPU use while the trial runs.
+its CPU/GPU use while the trial runs. Each fold is checkpointed (``resume``): a retry of a
+lost or interrupted trial continues from its checkpoint, and a signal stops the trial at
+the next batch with its state saved and a retry queued.
 """
 
 from __future__ import annotations
