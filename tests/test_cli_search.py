@@ -257,3 +257,26 @@ def test_a_set_of_a_searched_key_fails_before_anything_is_printed(study_file, tm
     assert result.exit_code == 2 and result.stdout == ""
     assert "optim.lr = 0.1: this key is searched in [space]" in result.stderr
     assert not (tmp_path / "mlruns").exists()  # nothing half-made either
+
+
+def test_the_search_never_opens_the_test_split(study_file, make_cifar10, tmp_path):
+    """The test file replaced by a folder (opening it fails, even as root): the search runs
+    and logs its trials; the final retrain, which needs it, names it in one line."""
+    data = make_cifar10(tmp_path / "data")
+    test_file = data / "cifar-10-batches-py" / "test_batch"
+    test_file.unlink()
+    test_file.mkdir()
+    path = study_file(
+        "c10",
+        study={"dataset": "cifar10", "n_trials": 2},
+        fixed={"data.synthetic_size": None, "data.synthetic_classes": None},
+        retrain={"epochs": 1, "seeds": [0]},
+    )
+    args = ("--study", path, "--data-dir", data, "--device", "cpu")
+    searched = cli("search", *args, "--no-retrain", cwd=tmp_path)
+    assert searched.exit_code == 0, searched.output
+    assert "trial 1" in searched.stdout
+    retrained = cli("retrain", *args[:4], cwd=tmp_path)
+    assert retrained.exit_code == 2, retrained.output
+    lines = retrained.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(test_file) in lines[0] and "test split" in lines[0], lines

@@ -36,11 +36,9 @@ def log_data_inputs(
             _data_use("training", dataset, [train for train, _ in pairs]),
             _data_use("validation", dataset, [val for _, val in pairs]),
         ]
-    sizes = {
-        "dataset_train_rows": len(dataset.train_y),
-        "dataset_test_rows": len(dataset.test_y),
-        "classes": dataset.num_classes,
-    }
+    sizes = {"dataset_train_rows": len(dataset.train_y), "classes": dataset.num_classes}
+    if final:  # a trial never reads the test split, not even to count it
+        sizes["dataset_test_rows"] = len(dataset.test_y)
     tracker.log_dataset(
         run_id,
         dataset.name,
