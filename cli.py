@@ -259,8 +259,8 @@ def retrain(spec: StudySpec, storage: str | None, **options: Any) -> None:
 def best(
     spec: StudySpec, trial_number: int | None, fmt: str, output: str | None, register: str | None
 ) -> None:
-    """The best trial's configuration and scores, read from MLflow; the file reruns with
-    `cli.py train --config FILE --test`.
+    """The best trial's configuration and scores, read from MLflow; the file holds the final
+    retrain's config: `cli.py train --config FILE --test` reruns its first seed exactly.
 
     With several objectives it also prints the Pareto front, and "best" is the front's best
     on the first objective; --trial N exports another trial."""
@@ -272,6 +272,7 @@ def best(
         Path(output).write_text(text)
         if spec.multi_objective:
             click.echo(reporting.study_front(spec, trial_number))
+        click.echo(reporting.best_line(spec, trial_number))
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)

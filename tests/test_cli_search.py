@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -280,3 +281,32 @@ def test_the_search_never_opens_the_test_split(study_file, make_cifar10, tmp_pat
     assert retrained.exit_code == 2, retrained.output
     lines = retrained.stderr.strip().splitlines()
     assert len(lines) == 1 and str(test_file) in lines[0] and "test split" in lines[0], lines
+
+
+@pytest.mark.slow
+def test_best_output_reruns_the_final_retrain_exactly(study_file, tmp_path):
+    """The search trains 1 epoch per trial, the final retrain 3 with seed 2: the exported
+    file must rerun the final result (same test accuracy), not the search's recipe."""
+    path = study_file(
+        "final",
+        study={"n_trials": 2},
+        fixed={"optim.epochs": 1},
+        retrain={"epochs": 3, "seeds": [2]},
+    )
+    assert cli("search", "--study", path, cwd=tmp_path).exit_code == 0
+    best = cli("best", "--study", path, "--output", tmp_path / "best.toml", cwd=tmp_path)
+    assert best.exit_code == 0, best.output
+    assert "(search), final test accuracy" in best.stdout
+    text = (tmp_path / "best.toml").read_text()
+    assert "reproduces the final retrain's seed 2" in text
+    cfg = TrialConfig.from_file(tmp_path / "best.toml")
+    assert cfg.optim.epochs == 3 and cfg.runtime.seed == 2
+    rerun = cli(
+        "train", "--config", tmp_path / "best.toml", "--test", "--out", tmp_path / "r", cwd=tmp_path
+    )
+    assert rerun.exit_code == 0, rerun.output
+    accuracy = json.loads((tmp_path / "r" / "metrics.json").read_text())["test_accuracy"]
+    client = mlflow.MlflowClient(sqlite_uri(tmp_path / "mlruns" / "mlflow.db"))
+    experiment = client.get_experiment_by_name("final")
+    (final,) = client.search_runs([experiment.experiment_id], "tags.`cifar_search.kind` = 'final'")
+    assert final.data.metrics["seed2.test_accuracy"] == accuracy  # the same, exactly

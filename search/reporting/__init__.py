@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from search.reporting.dashboard import serve_dashboard
     from search.reporting.exports import (
         best_config_document,
+        best_line,
         register_model,
         study_front,
         study_rows,
@@ -56,6 +57,7 @@ _MODULES = {
     "dashboard": ["serve_dashboard"],
     "exports": [
         "best_config_document",
+        "best_line",
         "register_model",
         "study_front",
         "study_rows",
@@ -98,6 +100,7 @@ __all__ = [
     "ablation_summary",
     "bench_table",
     "best_config_document",
+    "best_line",
     "concurrency_table",
     "dataset_report",
     "epoch_line",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from search.errors import ConfigError
 from search.reporting.pareto import front_summary
+from search.reporting.text import metric_text
 from search.store import TRIAL_TAG, Tracker, config_of
 from search.study import StudySpec, list_studies, load_study
 from search.study.objectives import best_value, choose, pareto_front
@@ -31,30 +32,7 @@ def best_config_document(
     plain config) or JSON. A multi-objective study's Pareto front comes with it (TOML
     comments, or a ``pareto_front`` list), and "best" is the front's best on the first
     objective (``search.study.objectives.preferred``)."""
-    tracker = Tracker(spec.name, create=False)
-    runs = tracker.complete_trial_runs(spec.objective_metrics)
-    candidates = [(n, values) for n, values, _ in runs]
-    trial = choose(candidates, spec.directions, trial_number)
-    if trial is None:
-        raise ConfigError("no COMPLETE trial in MLflow yet", key="study", value=spec.name)
-    values, run = next((v, r) for n, v, r in runs if n == trial)
-    config = config_of(run)
-    scores: dict[str, Any] = dict(zip(spec.measures, values, strict=True))
-    scores[f"{spec.metric}_std"] = run.data.metrics.get("objective_std", 0.0)
-    finals = tracker.find_runs(
-        "final",
-        f"tags.`{TRIAL_TAG}` = '{trial}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if finals and "test_accuracy_mean" in finals[0].data.metrics:
-        m = finals[0].data.metrics
-        scores.update(
-            final_test_accuracy_mean=m["test_accuracy_mean"],
-            final_test_accuracy_std=m["test_accuracy_std"],
-            final_seeds=finals[0].data.tags.get("seeds", ""),
-            final_epochs=finals[0].data.params.get("optim.epochs", ""),
-        )
+    trial, run, config, scores, candidates = _best(spec, trial_number)
     if fmt == "json":
         return (
             json.dumps(
@@ -85,8 +63,76 @@ def best_config_document(
         f"#   {k} = {v:.6g}" if isinstance(v, float) else f"#   {k} = {v}"
         for k, v in scores.items()
     ]
-    header.append("# rerun: python cli.py train --config THIS_FILE --test")
+    header += _rerun_comment(spec, scores)
     return "\n".join(header) + "\n\n" + config.to_toml()
+
+
+def _best(spec: StudySpec, trial_number: int | None) -> tuple:
+    """(trial number, its MLflow run, the config a final retrain trains, its scores, every
+    COMPLETE trial's (number, values)). The config is the final retrain's: the trial's with
+    the final epochs and the final run's first seed (the study file's when it has none yet),
+    so that ``train --config FILE --test`` reruns the final result, not the search's."""
+    tracker = Tracker(spec.name, create=False)
+    runs = tracker.complete_trial_runs(spec.objective_metrics)
+    candidates = [(n, values) for n, values, _ in runs]
+    trial = choose(candidates, spec.directions, trial_number)
+    if trial is None:
+        raise ConfigError("no COMPLETE trial in MLflow yet", key="study", value=spec.name)
+    values, run = next((v, r) for n, v, r in runs if n == trial)
+    scores: dict[str, Any] = dict(zip(spec.measures, values, strict=True))
+    scores[f"{spec.metric}_std"] = run.data.metrics.get("objective_std", 0.0)
+    scores["search_epochs"] = config_of(run).optim.epochs
+    final = {"optim.epochs": spec.retrain.epochs, "runtime.seed": spec.retrain.seeds[0]}
+    finals = tracker.find_runs(
+        "final",
+        f"tags.`{TRIAL_TAG}` = '{trial}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if finals and "test_accuracy_mean" in finals[0].data.metrics:
+        m, params = finals[0].data.metrics, finals[0].data.params
+        final = {
+            "optim.epochs": int(params["optim.epochs"]),
+            "runtime.seed": int(params["runtime.seed"]),
+        }
+        seed = final["runtime.seed"]
+        scores.update(
+            final_test_accuracy_mean=m["test_accuracy_mean"],
+            final_test_accuracy_std=m["test_accuracy_std"],
+            final_seeds=finals[0].data.tags.get("seeds", ""),
+            final_epochs=final["optim.epochs"],
+            **{f"final_test_accuracy_seed{seed}": m[f"seed{seed}.test_accuracy"]},
+        )
+    return trial, run, config_of(run).with_overrides(final), scores, candidates
+
+
+def _rerun_comment(spec: StudySpec, scores: dict[str, Any]) -> list[str]:
+    prefix = "final_test_accuracy_seed"
+    seed_key = next((k for k in scores if k.startswith(prefix)), None)
+    what = (
+        f"the final retrain's seed {seed_key[len(prefix) :]}: test accuracy "
+        f"{100 * scores[seed_key]:.2f}% (bit for bit on a CPU)"
+        if seed_key
+        else "the final retrain this study's file asks for (not run yet)"
+    )
+    return [
+        "# rerun: python cli.py train --config THIS_FILE --test",
+        f"#   reproduces {what}; the search trained it for {scores['search_epochs']} epochs "
+        f"on the training part",
+    ]
+
+
+def best_line(spec: StudySpec, trial_number: int | None = None) -> str:
+    """``cli.py best --output``: the trial's validation score beside its final test result."""
+    trial, _, _, scores, _ = _best(spec, trial_number)
+    metric = spec.measures[0]
+    line = f"trial {trial}: {metric} {metric_text(metric, scores[metric])} (search)"
+    if "final_test_accuracy_mean" in scores:
+        line += (
+            f", final test accuracy {100 * scores['final_test_accuracy_mean']:.2f}% "
+            f"(seeds {scores['final_seeds']}, {scores['final_epochs']} epochs)"
+        )
+    return line
 
 
 def register_model(spec: StudySpec, name: str, trial_number: int | None = None) -> str:
