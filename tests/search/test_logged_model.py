@@ -107,6 +107,12 @@ def test_the_loaded_model_reproduces_the_logged_test_accuracy_exactly(trained, l
     accuracy = _accuracy(probabilities, dataset.test_y)
     assert 0.25 < accuracy < 1.0  # learned something, and not everything: the check has teeth
     assert accuracy == result.final.accuracy
+    # the README's snippet as written, and what it says about .eval()
+    with torch.inference_mode():
+        readme = loaded(torch.as_tensor(dataset.test_x[:8]))
+    assert torch.allclose(readme, probabilities[:8], atol=1e-6)
+    with pytest.raises(NotImplementedError):
+        loaded.eval()
     # bit for bit what the evaluation computed in its batches; in other batch sizes the CPU
     # convolutions may round differently, so only nearly and with the same predictions
     expected = _evaluation_probabilities(cfg, dataset, packaged.model)

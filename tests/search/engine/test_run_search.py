@@ -121,9 +121,13 @@ def test_search_then_resume_then_mlflow_layout(workdir, study_file):
         "per_class_accuracy.json",
     } <= names
 
-    # best: read from MLflow, resolves to the best trial's exact config
+    # best: read from MLflow, resolves to the best trial's exact config as the final
+    # retrain trained it (its epochs, its first seed)
     text = best_config_document(spec, "toml")
-    assert TrialConfig.from_toml_text(text) == trial_config(study.best_trial)
+    final_recipe = {"optim.epochs": outcome.config.optim.epochs, "runtime.seed": 0}
+    assert TrialConfig.from_toml_text(text) == trial_config(study.best_trial).with_overrides(
+        final_recipe
+    )
     assert "final_test_accuracy_mean" in text
 
 
