@@ -58,6 +58,11 @@ def _running(work: Path) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
+def _running_in(work: Path, proc) -> list[optuna.trial.FrozenTrial]:
+    """The trials ``proc`` itself runs (a killed worker's trial stays RUNNING a while)."""
+    return [t for t in _running(work) if t.system_attrs.get("worker", {}).get("pid") == proc.pid]
+
+
 def _wait(condition, proc, what: str, timeout: float = 120):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -143,8 +148,16 @@ def test_kill_9_at_random_moments_loses_at_most_one_epoch_per_kill(tmp_path):
     kills = 0
     while kills < 6:
         proc = _search(tmp_path)
-        trial = _wait(lambda: _running(tmp_path), proc, "a running trial")[0]
-        time.sleep(rng.uniform(0.0, 2.5))  # anywhere: before, during or after a checkpoint
+        trial = _wait(lambda p=proc: _running_in(tmp_path, p), proc, "a running trial")[0]
+        if kills % 2 == 0:  # every other kill lands after a checkpoint, in the next epoch
+            trial = _wait(
+                lambda p=proc: [t for t in _running_in(tmp_path, p) if _progress(t)[0] >= 1],
+                proc,
+                "an epoch",
+            )[0]
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:  # anywhere: before, during or after a checkpoint
+            time.sleep(rng.uniform(0.0, 2.5))
         if proc.poll() is not None:  # the study finished first: start again with more trials
             break
         _kill_9(proc)
@@ -222,7 +235,8 @@ def test_several_workers_with_kills_finish_exactly_and_identically(tmp_path):
     workers = [_search(tmp_path) for _ in range(3)]
     for _ in range(2):
         victim = rng.randrange(len(workers))
-        _wait(lambda: _running(tmp_path), workers[victim], "a running trial")
+        victim_proc = workers[victim]
+        _wait(lambda v=victim_proc: _running_in(tmp_path, v), victim_proc, "a running trial")
         time.sleep(rng.uniform(0.5, 2.0))
         if workers[victim].poll() is None:
             _kill_9(workers[victim])
