@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-GRACE_S = 7.0  # a worker's clean-up after a signal, at most
+GRACE_S = 6.0  # a worker's clean-up after a signal, at most (4 s to spare of the 10 s allowed)
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # every code a command interrupted by one of STOP_SIGNALS exits with
