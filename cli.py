@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from search import cli_args, cli_setup, reporting
+from search import cli_args, cli_setup, cli_slurm_args, reporting
 
 if TYPE_CHECKING:
     from search.study import StudySpec
@@ -115,36 +115,20 @@ def train(
 
 @main.command()
 @cli_args.STUDY()
-@cli_args.N_TRIALS()
+@cli_args.SEARCH_WORKER
 @cli_args.TIMEOUT()
-@cli_args.DATA_DIR()
-@cli_args.DEVICE()
-@cli_args.STORAGE()
-@cli_args.SEARCH_SET()
 @cli_args.NO_RETRAIN()
 @cli_args.WORKERS()
 @cli_args.GPUS()
 @cli_args.TRIALS_PER_GPU()
-@cli_args.MAX_FAILURES()
-@cli_args.HEARTBEAT()
-@cli_args.SYSTEM_METRICS()
-@cli_args.CHECKPOINT_DIR()
 def search(
     spec: StudySpec,
-    n_trials: int | None,
-    timeout: float | None,
-    data_dir: str | None,
-    device: str | None,
-    storage: str | None,
     assignments: tuple[str, ...],
     no_retrain: bool,
     workers: int,
     gpus: list[str] | None,
     trials_per_gpu: int,
-    max_failures: int,
-    heartbeat: float,
-    system_metrics: bool,
-    checkpoint_dir: str | None,
+    **search_options: Any,
 ) -> None:
     """Run (or continue) a study: Optuna samples configs, prunes on validation accuracy, logs
     every trial to MLflow, then retrains the best trial and tests it once.
@@ -156,21 +140,9 @@ def search(
     seed, trial number). Ctrl-C, SIGTERM or SIGUSR1 saves the running trial at the next batch
     and exits within seconds with code 130, 143 or 138; rerunning continues it."""
     from search import engine, interrupts
-    from search.config import parse_assignments
     from search.engine import WORKER_ENV, WorkersFailed, search_in_workers
 
-    options = engine.SearchOptions(
-        n_trials=n_trials,
-        timeout=timeout,
-        data_dir=data_dir,
-        device=device,
-        storage=storage,
-        overrides=parse_assignments(assignments),
-        max_consecutive_failures=max_failures,
-        heartbeat=heartbeat,
-        system_metrics=system_metrics,
-        checkpoint_dir=checkpoint_dir,
-    )
+    options = _search_options(assignments, **search_options)
     engine.apply_overrides(spec, options.overrides)  # a bad --set fails before any output
     parallel = workers > 1 or bool(gpus)
     interrupts.exit_within(interrupts.GRACE_S + (2 if parallel else 0))  # the parent waits more
@@ -187,7 +159,7 @@ def search(
                 on_start=lambda n: progress.workers_started(n, gpus, trials_per_gpu),
             )
         else:
-            progress.started(n_trials or spec.n_trials, storage)
+            progress.started(options.n_trials or spec.n_trials, options.storage)
             outcome = engine.run_search(
                 spec,
                 options,
@@ -214,7 +186,17 @@ def search(
     if done is not None:
         click.echo(reporting.final_done_line(done))
     elif not no_retrain:
-        _final_retrain(spec, study, data_dir=data_dir, device=device, checkpoint_dir=checkpoint_dir)
+        where = {k: getattr(options, k) for k in ("data_dir", "device", "checkpoint_dir")}
+        _final_retrain(spec, study, **where)
+
+
+def _search_options(assignments: tuple[str, ...], max_failures: int, **options: Any) -> Any:
+    """The ``SearchOptions`` of ``search`` and ``slurm`` from their shared options."""
+    from search.config import parse_assignments
+    from search.engine import SearchOptions
+
+    overrides = parse_assignments(assignments)
+    return SearchOptions(overrides=overrides, max_consecutive_failures=max_failures, **options)
 
 
 def _final_retrain(spec: StudySpec, study: Any, **options: Any) -> None:
@@ -229,6 +211,28 @@ def _final_retrain(spec: StudySpec, study: Any, **options: Any) -> None:
         )
     progress.finished(outcome)
     reporting.write_dashboard_notes(spec, study)
+
+
+@main.command()
+@cli_args.STUDY()
+@cli_slurm_args.SLURM_WORKERS()
+@cli_slurm_args.SLURM_JOB
+@cli_args.TRIALS_PER_GPU()
+@cli_args.SEARCH_WORKER
+def slurm(spec: StudySpec, submit_jobs: bool, assignments: tuple[str, ...], **options: Any) -> None:
+    """Run a study on SLURM: write (with --submit, submit) under slurm/<study>/ a job array of
+    --workers tasks, one worker each; a final job that retrains the best trial once after
+    them; and an MLflow server job, the one writer of the MLflow store.
+
+    Ahead of a time limit SLURM sends SIGUSR1: the worker checkpoints at the next batch and
+    the task requeues itself. A trial of a task killed without warning continues elsewhere
+    from its checkpoint. Read the scripts, then: bash slurm/<study>/submit.sh"""
+    from search.cluster import SlurmOptions, submit, write_scripts
+
+    job = SlurmOptions(**{k: options.pop(k) for k in list(options) if k in SlurmOptions.fields()})
+    paths = write_scripts(SCRIPT, spec, _search_options(assignments, **options), job)
+    click.echo("\n".join(f"wrote {path}" for path in paths))
+    click.echo(submit(paths[-1]) if submit_jobs else f"read them, then: bash {paths[-1]}")
 
 
 @main.command()

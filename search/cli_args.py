@@ -369,3 +369,11 @@ EPOCHS = partial(
     click.option, "--epochs", default=30, show_default=True, type=click.IntRange(min=2)
 )
 CHECK_COMPILE = partial(COMPILE, help="the fast arm also uses torch.compile")
+
+
+def SEARCH_WORKER(command: Callable) -> Callable:  # noqa: N802 (a decorator, named like options)
+    """The options that ``search`` and ``slurm`` pass on to every worker of a study."""
+    shared = (N_TRIALS, DATA_DIR, DEVICE, STORAGE, SEARCH_SET, MAX_FAILURES, HEARTBEAT)
+    for option in reversed((*shared, SYSTEM_METRICS, CHECKPOINT_DIR)):
+        command = option()(command)
+    return command

@@ -56,6 +56,8 @@ def configure_libraries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm noise
+    # no "View run ... at: http://..." for every run ended on a tracking server
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # The tool's output is its own: no "Creating initial MLflow database tables..." on a
     # first run. Read by MLflow when it is imported (later, by the commands that need it),
     # and inherited by the worker processes of `search --workers`.

@@ -30,10 +30,13 @@ ALLOWED = {
     "ablation": LEAVES | {"config", "training", "study", "store", "engine"},
     "reporting": LEAVES | {"config", "training", "study", "store", "engine", "retrain", "ablation"},
     "perf": LEAVES | {"config", "training"},
+    # cli.py slurm: writes and submits the batch scripts that run `cli.py search`
+    "cluster": LEAVES | {"config", "study", "store", "engine"},
     # the option layer of cli.py: click and errors at the top, config and study when used
     "cli_args": {"errors", "config", "study"},
     # the group class, process settings, the clean end on signals, train's config
     "cli_setup": {"errors", "config", "interrupts"},
+    "cli_slurm_args": set(),  # the options of cli.py slurm: click only
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -217,6 +218,12 @@ def test_sigterm_and_sigusr1_mid_epoch_save_the_batch_and_lose_nothing(tmp_path,
     assert batches > 0 or epochs > len(stopped.intermediate_values) - 1  # saved mid-epoch
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert [t.user_attrs["retry_of"] for t in waiting] == [stopped.number]
+    assert stopped.user_attrs["node"] == socket.gethostname()  # where it ran, recorded
+    (run,) = mlflow_trial_runs(tmp_path)[stopped.number]
+    assert run.data.tags["cifar_search.node"] == socket.gethostname()
+    listing = spawn_cli(tmp_path, "studies")
+    out, _ = listing.communicate(timeout=120)
+    assert f"1 (trial {stopped.number})" in out, out  # studies: waiting to continue
 
     rerun = _search(tmp_path)
     _, err = rerun.communicate(timeout=300)

@@ -39,11 +39,21 @@ WARM_START_FROM = "warm_start_from"  # user attribute of a warm-start trial: "<s
 # and when it started (restored from the trial it continues)
 PROGRESS_ATTR = "checkpoint_progress"
 RESUMED_AT_ATTR = "checkpoint_resumed_at"
-# A retry lost before it took over its checkpoint (killed while starting up) has not failed
-# at the work: it is retried again, this many times in a row at most.
-UNSTARTED_ATTR = "retries_unstarted"
-MAX_UNSTARTED = 2
+# A retry lost before it saved anything new (killed while starting up, or within its first
+# epoch: on a preemptible cluster, by chance) is retried again, but only this many times in
+# a row: a config that kills its worker every time must not loop forever.
+NO_PROGRESS_ATTR = "retries_without_progress"
+MAX_NO_PROGRESS = 2
 HOST = socket.gethostname()
+# Where a trial ran, recorded on it (user attributes, and ``cifar_search.<name>`` tags on its
+# MLflow run): the node, and under SLURM the job, array task and requeue count, which name
+# its log file (``slurm/<study>/worker-<array job>_<task>.log``).
+SLURM_VARIABLES = {
+    "slurm_job_id": "SLURM_JOB_ID",
+    "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+    "slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
+    "slurm_restart_count": "SLURM_RESTART_COUNT",
+}
 
 
 def rdb_storage(study: optuna.Study) -> RDBStorage | None:
@@ -97,6 +107,15 @@ class ClaimLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def worker_placement() -> dict[str, str]:
+    """This worker's node, and its SLURM ids when it runs in a SLURM job."""
+    placement = {"node": HOST}
+    for name, variable in SLURM_VARIABLES.items():
+        if os.environ.get(variable):
+            placement[name] = os.environ[variable]
+    return placement
 
 
 class Heartbeat:
@@ -185,11 +204,12 @@ def retry_lost_trial(
     study: optuna.Study, trial: optuna.trial.FrozenTrial, *, interrupted: bool = False
 ) -> None:
     """Enqueue a lost or interrupted trial's parameters once more, marked with
-    ``RETRY_ATTR``. A retry that is lost in turn is retried if it made progress, or if it
-    died before it took over its checkpoint (``MAX_UNSTARTED`` times in a row): never one
-    that trained and got nowhere. An ``interrupted`` trial (a signal: it saved its exact
-    position, and no fault of its own stopped it) is always continued. Also Optuna's
-    stale-trial callback on RDB storages, so that both storages mark retries the same way."""
+    ``RETRY_ATTR``. A retry that is lost in turn is retried if it made progress (saved a
+    checkpoint past where it started); one lost before saving anything new is retried
+    ``MAX_NO_PROGRESS`` times in a row, then given up. An ``interrupted`` trial (a signal: it
+    saved its exact position, and no fault of its own stopped it) is always continued. Also
+    Optuna's stale-trial callback on RDB storages, so that both storages mark retries the
+    same way."""
     # A trial lost before it suggested anything still has the parameters it was enqueued
     # with (a warm start's); they are what a retry must run.
     params = trial.params or trial.system_attrs.get("fixed_params", {})
@@ -197,12 +217,12 @@ def retry_lost_trial(
         t.user_attrs.get(RETRY_ATTR) == trial.number for t in study.get_trials(deepcopy=False)
     ):
         return  # nothing to rerun, or retried already (an interrupted worker that then died)
-    unstarted = 0
+    in_a_row = 0
     if RETRY_ATTR in trial.user_attrs and not interrupted and not made_progress(trial):
-        unstarted = trial.user_attrs.get(UNSTARTED_ATTR, 0) + 1
-        if RESUMED_AT_ATTR in trial.system_attrs or unstarted > MAX_UNSTARTED:
+        in_a_row = trial.user_attrs.get(NO_PROGRESS_ATTR, 0) + 1
+        if in_a_row > MAX_NO_PROGRESS:
             return
-    attrs = {RETRY_ATTR: trial.number, **({UNSTARTED_ATTR: unstarted} if unstarted else {})}
+    attrs = {RETRY_ATTR: trial.number, **({NO_PROGRESS_ATTR: in_a_row} if in_a_row else {})}
     attrs.update({k: v for k, v in trial.user_attrs.items() if k == WARM_START_FROM})
     study.enqueue_trial(params, user_attrs=attrs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import os
 import platform
 import time
 import warnings
@@ -36,13 +37,18 @@ from search.store import (
     checkpoint_root,
     claim_lock_path,
     open_storage,
+    sqlite_file,
     state_counts,
     storage_label,
+    tracking_uri,
 )
+from search.store.filesystems import SAFE_TRACKING, refuse_sqlite_on_network
 from search.store.tracker import gpu_metrics_available, require_system_metrics
 from search.study import StudySpec, make_pruner, study_sampler
 from search.study.objectives import best_value, directions_of
 from search.training import load_dataset
+
+WORKER_ENV = "CIFAR_SEARCH_WORKER"  # a --workers worker's index, used to prefix its output
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,21 @@ def open_study(
     return study
 
 
+def several_writers() -> bool:
+    """Whether other processes of this study write its stores now: a ``--workers`` worker,
+    or a task of a SLURM job array (``cli.py slurm``)."""
+    return bool(os.environ.get(WORKER_ENV) or os.environ.get("SLURM_ARRAY_JOB_ID"))
+
+
+def refuse_shared_sqlite_tracking() -> None:
+    """A one-line ConfigError when several writers would share an MLflow SQLite file on a
+    network filesystem (one process alone, such as an ``mlflow server``, may write it)."""
+    uri = tracking_uri()
+    database = sqlite_file(uri)
+    if database is not None:
+        refuse_sqlite_on_network(database, "MLFLOW_TRACKING_URI", uri, SAFE_TRACKING)
+
+
 def study_tags(spec: StudySpec, storage_url: str | None) -> dict[str, str]:
     tags = {f"study.{k}": v for k, v in spec.settings().items()}
     tags["storage"] = storage_label(spec.name, storage_url)
@@ -186,12 +207,17 @@ def run_search(
     timeout = options.timeout if options.timeout is not None else spec.timeout
     if options.system_metrics:
         _check_system_metrics(on_warning)
+    if several_writers():
+        refuse_shared_sqlite_tracking()
     dataset = load_dataset(spec.base_config(), options.data_dir)
     warm_start = warm_start_trials(spec, options.storage)
     study = open_study(spec, options.storage, heartbeat=options.heartbeat)
-    tracker = Tracker(spec.name)
-    parent_id = _start_study_run(study, tracker, study_tags(spec, options.storage))
     claim = ClaimLock(study, claim_lock_path(spec.name, options.storage))
+    # Workers starting together would each create the experiment and the study's parent
+    # run; the tracker's own file lock covers a local SQLite store only, not a server.
+    with claim:
+        tracker = Tracker(spec.name)
+        parent_id = _start_study_run(study, tracker, study_tags(spec, options.storage))
     objective = Objective(
         spec,
         dataset,

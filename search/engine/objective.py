@@ -28,7 +28,13 @@ from optuna.trial import TrialState
 
 from search import interrupts
 from search.config import TrialConfig, format_value
-from search.engine.coordination import RETRY_ATTR, ClaimLock, Heartbeat, retry_lost_trial
+from search.engine.coordination import (
+    RETRY_ATTR,
+    ClaimLock,
+    Heartbeat,
+    retry_lost_trial,
+    worker_placement,
+)
 from search.engine.data_inputs import log_data_inputs
 from search.engine.resume import RESUMED_ATTR, RESUMED_TAG, TrialCheckpoints, mark_continuation
 from search.errors import ConfigError
@@ -133,9 +139,13 @@ class Objective:
         tags = {TRIAL_TAG: trial.number, STATE_TAG: "RUNNING"}
         if RETRY_ATTR in trial.user_attrs:
             tags[RETRY_TAG] = trial.user_attrs[RETRY_ATTR]
+        placement = worker_placement()
+        tags.update({f"cifar_search.{name}": value for name, value in placement.items()})
         tracker = self.tracker
         run_id = tracker.start_child(self.parent_id, "trial", f"trial-{trial.number}", tags)
         trial.set_user_attr("mlflow_run_id", run_id)
+        for name, value in placement.items():
+            trial.set_user_attr(name, value)
         cfg, checkpoints = None, None
         # system metrics are sampled while the trial trains, and stopped (their thread
         # joined, their last samples written) before its run ends, whichever way it ends

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from search import interrupts
 from search.config import format_value
-from search.engine.loop import SearchOptions, apply_overrides, open_study
+from search.engine.loop import (
+    WORKER_ENV,
+    SearchOptions,
+    apply_overrides,
+    open_study,
+    refuse_shared_sqlite_tracking,
+)
 from search.engine.warm_start import warm_start_trials
 from search.interrupts import GRACE_S, INTERRUPTED_CODES
 from search.training import threads_per_process
@@ -28,8 +34,6 @@ if TYPE_CHECKING:
     import optuna
 
     from search.study import StudySpec
-
-WORKER_ENV = "CIFAR_SEARCH_WORKER"  # the worker's index, used to prefix its output
 
 
 def worker_argv(
@@ -139,6 +143,7 @@ def search_in_workers(
     # What every worker would find wrong, found once here: --set values, the stored
     # study's objectives, the warm start's source (one error line, not one per worker).
     checked = apply_overrides(spec, options.overrides)
+    refuse_shared_sqlite_tracking()
     warm_start_trials(checked, options.storage)
     open_study(checked, options.storage, heartbeat=options.heartbeat)
     argv = worker_argv(script, spec.path, options, on_gpus=bool(gpus))

@@ -193,8 +193,8 @@ def study_rows(
     checkpoint_dir: str | None = None,
 ) -> list[tuple]:
     """One row per study file: name, dataset, sampler, space size, done/target, best (the
-    best value, or the size of a multi-objective study's Pareto front), the disk its
-    checkpoints use, and the file."""
+    best value, or the size of a multi-objective study's Pareto front), the trials waiting
+    to continue from a checkpoint, the disk its checkpoints use, and the file."""
     import optuna
 
     from search.store import checkpoint_root, finished_count, journal_path, open_storage
@@ -205,15 +205,17 @@ def study_rows(
         try:
             spec = load_study(str(path))
         except ConfigError as exc:
-            rows.append((path.stem, "-", "-", "-", "-", "-", "-", f"invalid: {exc.message}"))
+            rows.append((path.stem, *["-"] * 7, f"invalid: {exc.message}"))
             continue
         size = spec.space_size()
-        done, best = 0, "-"
+        done, best, waiting = 0, "-", "-"
+        checkpoints = checkpoint_root(spec.name, checkpoint_dir)
         if storage_url or journal_path(spec.name).exists():
             try:
                 storage = open_storage(spec.name, storage_url, create=False)
                 study = optuna.load_study(study_name=spec.name, storage=storage)
                 done = finished_count(study)
+                waiting = _waiting_text(waiting_to_continue(study, checkpoints))
                 value = best_value(study)
                 if spec.multi_objective:  # several objectives: a front, no best value
                     front = len(study.best_trials)
@@ -230,11 +232,35 @@ def study_rows(
                 "continuous" if size is None else f"{size:,}",
                 f"{done}/{spec.n_trials}",
                 best,
-                _megabytes(disk_usage(checkpoint_root(spec.name, checkpoint_dir))),
+                waiting,
+                _megabytes(disk_usage(checkpoints)),
                 str(path),
             )
         )
     return rows
+
+
+def waiting_to_continue(study: Any, root: Path) -> list[int]:
+    """The trials whose checkpoint folders wait for a worker to continue them: folders of
+    trials no longer RUNNING (lost, or stopped by a signal such as SLURM's time-limit
+    warning); the study's next worker continues each from its last checkpoint."""
+    from optuna.trial import TrialState
+
+    from search.store.locations import trial_checkpoints
+
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.number not in running and trial_checkpoints(root, t.number).is_dir()
+    ]
+
+
+def _waiting_text(numbers: list[int]) -> str:
+    if not numbers:
+        return "-"
+    shown = ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+    return f"{len(numbers)} (trial {shown})"
 
 
 def _megabytes(n_bytes: int) -> str:

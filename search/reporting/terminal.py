@@ -287,9 +287,19 @@ def studies_table(storage_url: str | None = None, checkpoint_dir: str | None = N
     from search.reporting.exports import study_rows
 
     return table(
-        ["study", "dataset", "sampler", "space", "done/target", "best", "checkpoints", "file"],
+        [
+            "study",
+            "dataset",
+            "sampler",
+            "space",
+            "done/target",
+            "best",
+            "to continue",
+            "checkpoints",
+            "file",
+        ],
         study_rows(storage_url, checkpoint_dir=checkpoint_dir),
-        align="llllrrrl",
+        align="llllrrlrl",
     )
 
 

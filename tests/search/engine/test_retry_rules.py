@@ -8,6 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search.engine.coordination import (
+    MAX_NO_PROGRESS,
+    NO_PROGRESS_ATTR,
     PROGRESS_ATTR,
     RESUMED_AT_ATTR,
     RETRY_ATTR,
@@ -27,7 +29,7 @@ def _lost(study: optuna.Study, *, retry_of=None, started=None, progress=None, un
         trial = study.ask()
     else:
         study.enqueue_trial(
-            {"x": 0.5}, user_attrs={RETRY_ATTR: retry_of, "retries_unstarted": unstarted}
+            {"x": 0.5}, user_attrs={RETRY_ATTR: retry_of, NO_PROGRESS_ATTR: unstarted}
         )
         trial = study.ask()
     trial.suggest_float("x", 0, 1)
@@ -52,30 +54,35 @@ def test_a_lost_trial_is_retried_once_even_if_found_lost_twice():
 
 
 @pytest.mark.parametrize(
-    "started, progress, interrupted, continued",
+    "started, progress, before, interrupted, continued",
     [
-        ([2, 0], [3, 5], False, True),  # made progress: continued again
-        ([2, 0], [2, 0], False, False),  # trained and got nowhere: not again (no crash loop)
-        ([2, 0], [2, 0], True, True),  # stopped by a signal: it lost nothing, continue
-        (None, None, False, True),  # died before it took its checkpoint over
+        ([2, 0], [3, 5], 5, False, True),  # made progress: continued, however many before
+        ([2, 0], [2, 0], 0, False, True),  # killed before its next checkpoint: once more
+        ([2, 0], [2, 0], MAX_NO_PROGRESS, False, False),  # again and again: a crash loop
+        ([2, 0], [2, 0], MAX_NO_PROGRESS, True, True),  # stopped by a signal: lost nothing
+        (None, None, 0, False, True),  # died before it took its checkpoint over
     ],
 )
 def test_a_lost_retry_is_continued_only_if_it_could_still_get_somewhere(
-    started, progress, interrupted, continued
+    started, progress, before, interrupted, continued
 ):
     study = _study()
     first = _lost(study, started=[0, 0], progress=[2, 0])
-    retry = _lost(study, retry_of=first.number, started=started, progress=progress)
+    retry = _lost(
+        study, retry_of=first.number, started=started, progress=progress, unstarted=before
+    )
     retry_lost_trial(study, retry, interrupted=interrupted)
     assert bool(_retries_of(study, retry.number)) == continued
 
 
-def test_retries_that_never_start_stop_after_two():
+@pytest.mark.parametrize("resumed", [False, True], ids=["never started", "resumed, saved nothing"])
+def test_retries_that_save_nothing_stop_after_two_in_a_row(resumed):
     study = _study()
     number = _lost(study, started=[0, 0], progress=[1, 0]).number
     chain = 0
+    where = {"started": [1, 0], "progress": [1, 0]} if resumed else {}
     for unstarted in range(5):
-        lost = _lost(study, retry_of=number, unstarted=unstarted)
+        lost = _lost(study, retry_of=number, unstarted=unstarted, **where)
         retry_lost_trial(study, lost)
         if not _retries_of(study, lost.number):
             break
@@ -84,7 +91,7 @@ def test_retries_that_never_start_stop_after_two():
             nxt._trial_id, TrialState.FAIL
         )  # drop the waiting one
         number, chain = lost.number, chain + 1
-    assert chain == 2
+    assert chain == MAX_NO_PROGRESS
 
 
 def test_a_retry_finds_the_folder_up_the_chain_of_retries_that_never_started(tmp_path):

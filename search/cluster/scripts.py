@@ -1,0 +1,322 @@
+"""The batch scripts of a study on SLURM, as text: a job array of workers, a final job that
+retrains once after them, an optional MLflow server job that alone writes the MLflow
+store, and ``submit.sh``, which submits them in order. Users read these before they
+submit, so each says in comments what it does and why."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# A requeued task exits with this after the worker saved its trial on SLURM's warning
+# signal (128 + SIGUSR1): the worker's own code for "stopped by SIGUSR1".
+STOPPED_BY_USR1 = 138
+ADDRESS_FILE = "mlflow-server.address"  # where the server job publishes its URI
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What every cluster asks for; ``None`` leaves a setting to the cluster's default."""
+
+    workers: int = 2  # array tasks, one worker of the study each
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None  # per task: "4:00:00", "1-00:00:00"
+    gpus_per_worker: int = 1
+    cpus_per_worker: int = 4
+    mem: str | None = None  # per task: "16G"
+    signal_seconds: int = 300  # SIGUSR1 this long before the time limit
+    trials_per_gpu: int = 1  # concurrent trials on each of a task's GPUs
+    sbatch_lines: tuple[str, ...] = ()  # more "#SBATCH" options, e.g. "--qos=long"
+    mlflow_server: bool = True  # an MLflow server job, else $MLFLOW_TRACKING_URI as set
+    server_time: str | None = None  # the server job's time limit (default: --time)
+
+    @classmethod
+    def fields(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class StudyCommand:
+    """The command lines the jobs run, and where (absolute paths: jobs start elsewhere)."""
+
+    project: Path  # cd here first: ./mlruns, studies/ and cli.py are found from it
+    worker_argv: Sequence[str]  # `cli.py search ... --no-retrain`: one worker of the study
+    final_argv: Sequence[str]  # `cli.py search ...`: finishes the study, retrains once
+    python: str  # the interpreter (a virtual environment's, on the shared filesystem)
+    runs_dir: Path  # the MLflow store the server job serves (mlruns/)
+
+
+def sbatch_header(name: str, log: str, options: SlurmOptions, *, time: str | None) -> list[str]:
+    """The ``#SBATCH`` lines every job of the study shares, then the user's own."""
+    lines = [f"#SBATCH --job-name={name}", f"#SBATCH --output={log}"]
+    for flag, value in (
+        ("--partition", options.partition),
+        ("--account", options.account),
+        ("--time", time),
+    ):
+        if value:
+            lines.append(f"#SBATCH {flag}={value}")
+    for extra in options.sbatch_lines:
+        text = extra.strip()
+        lines.append(text if text.startswith("#SBATCH") else f"#SBATCH {text}")
+    return lines
+
+
+def _resources(options: SlurmOptions) -> list[str]:
+    lines = ["#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={options.cpus_per_worker}"]
+    if options.gpus_per_worker:
+        lines.append(f"#SBATCH --gres=gpu:{options.gpus_per_worker}")
+    if options.mem:
+        lines.append(f"#SBATCH --mem={options.mem}")
+    return lines
+
+
+def _requeue_lines(signal_seconds: int) -> list[str]:
+    return [
+        "#SBATCH --requeue  # a requeued job runs again under the same id",
+        "#SBATCH --open-mode=append  # ... and appends to the same log",
+        f"#SBATCH --signal=B:USR1@{signal_seconds}  # warn the batch shell before the limit",
+    ]
+
+
+def _quoted(argv: Sequence[str]) -> str:
+    """A command line for a reader: the program and its command, then one option per line."""
+    words = [shlex.quote(a) for a in argv]
+    lines, i = [], 0
+    while i < len(words):
+        is_pair = words[i].startswith("--") and i + 1 < len(words)
+        if is_pair and not words[i + 1].startswith("--"):
+            lines.append(f"{words[i]} {words[i + 1]}")
+            i += 2
+        else:
+            if lines and not words[i].startswith("--") and not lines[-1].startswith("--"):
+                lines[-1] += f" {words[i]}"  # python cli.py search
+            else:
+                lines.append(words[i])
+            i += 1
+    return " \\\n    ".join(lines)
+
+
+def _worker_command(command: StudyCommand, options: SlurmOptions, argv: Sequence[str]) -> str:
+    text = _quoted(argv)
+    if options.gpus_per_worker > 1 or options.trials_per_gpu > 1:
+        # several trials per task: one worker process per (GPU, slot), pinned by --gpus to
+        # the GPUs SLURM gave this task
+        text += (
+            ' \\\n    --gpus "$CUDA_VISIBLE_DEVICES"'
+            f" \\\n    --trials-per-gpu {options.trials_per_gpu}"
+        )
+    return text
+
+
+_RUN_AND_REQUEUE = """\
+# The worker runs in the background so that this shell can pass SLURM's warning signal on
+# (bash runs a trap only once the foreground command has ended). On SIGUSR1 the worker saves
+# its trial at the next batch and exits with {stopped}; then this task requeues itself and,
+# when it runs again, continues that trial from the saved batch.
+{command} &
+worker=$!
+trap 'echo "[$(date -Is)] SIGUSR1: time limit or preemption ahead, saving"; kill -USR1 $worker' USR1
+wait $worker
+status=$?
+while [ $status -gt 128 ] && kill -0 $worker 2>/dev/null; do  # the trap interrupted wait
+  wait $worker
+  status=$?
+done
+echo "[$(date -Is)] worker ended with exit code $status"
+if [ $status -eq {stopped} ]; then
+  requeued=1  # back to PENDING; when it runs again it continues where this one stopped
+  scontrol requeue "{job}"
+  exit 0
+fi
+exit $status
+"""
+
+_WAIT_FOR_SERVER = """\
+# MLflow: the server job writes its address once it answers; it alone writes the store.
+address_file={address}
+for wait in $(seq 60); do  # up to 10 minutes
+  [ -s "$address_file" ] && break
+  echo "[$(date -Is)] waiting for the MLflow server job to publish $address_file"
+  sleep 10
+done
+if [ ! -s "$address_file" ]; then
+  echo "no MLflow server: see the mlflow-server-*.log beside $address_file"
+  exit 1
+fi
+export MLFLOW_TRACKING_URI="$(cat "$address_file")"
+echo "[$(date -Is)] MLflow at $MLFLOW_TRACKING_URI"
+"""
+
+
+def _prologue(command: StudyCommand, folder: Path, options: SlurmOptions, what: str) -> str:
+    lines = [
+        "set -u",
+        f"cd {shlex.quote(str(command.project))}",
+        f'echo "[$(date -Is)] {what} on $(hostname), start ${{SLURM_RESTART_COUNT:-0}}"',
+    ]
+    text = "\n".join(lines) + "\n"
+    if options.mlflow_server:
+        text += "\n" + _WAIT_FOR_SERVER.format(address=shlex.quote(str(folder / ADDRESS_FILE)))
+    return text
+
+
+def workers_script(study: str, folder: Path, options: SlurmOptions, command: StudyCommand) -> str:
+    """One array task = one worker of the study (``cli.py search --no-retrain``)."""
+    header = sbatch_header(
+        f"{study}-workers", str(folder / "worker-%A_%a.log"), options, time=options.time
+    )
+    body = _RUN_AND_REQUEUE.format(
+        command=_worker_command(command, options, command.worker_argv),
+        stopped=STOPPED_BY_USR1,
+        job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}",
+    )
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            f"# The workers of study {study}: a job array, one task = one worker process sharing",
+            "# the study's storage. Each task runs trials until the study has its n_trials",
+            "# (COMPLETE + PRUNED) and then exits 0; a task that starts when the study is done",
+            "# exits at once. At the time limit (or on preemption) SLURM sends SIGUSR1 first:",
+            "# the worker checkpoints and this task requeues itself. A task killed without",
+            "# warning leaves a trial whose heartbeat stops: another task (or the final job)",
+            "# continues it from its last checkpoint.",
+            *header,
+            f"#SBATCH --array=0-{options.workers - 1}",
+            *_resources(options),
+            *_requeue_lines(options.signal_seconds),
+            "",
+            _prologue(
+                command, folder, options, "worker ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+            ),
+            body,
+        ]
+    )
+
+
+def final_script(study: str, folder: Path, options: SlurmOptions, command: StudyCommand) -> str:
+    """After the array (``--dependency=afterany``, set by submit.sh): the final retrain."""
+    header = sbatch_header(
+        f"{study}-final", str(folder / "final-%j.log"), options, time=options.time
+    )
+    body = _RUN_AND_REQUEUE.format(
+        command=_worker_command(command, options, command.final_argv),
+        stopped=STOPPED_BY_USR1,
+        job="${SLURM_JOB_ID}",
+    )
+    stop_server = ""
+    if options.mlflow_server:
+        stop_server = (
+            "# The MLflow server job is not needed once this job has ended (unless requeued).\n"
+            'trap \'[ -z "${requeued:-}" ] && [ -n "${CIFAR_SEARCH_MLFLOW_JOB:-}" ] && '
+            'scancel "$CIFAR_SEARCH_MLFLOW_JOB"\' EXIT\n'
+        )
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            f"# The final job of study {study}: starts once every worker task has ended. It runs",
+            "# `cli.py search` once more: trials the workers left unfinished (a task killed",
+            "# without warning) are continued from their checkpoints first, then the best trial",
+            "# is retrained on the full training set and tested once. A retrain already done is",
+            "# never redone; at the time limit it is saved and this job requeues itself too.",
+            *header,
+            *_resources(options),
+            *_requeue_lines(options.signal_seconds),
+            "",
+            _prologue(command, folder, options, "final job ${SLURM_JOB_ID}"),
+            stop_server,
+            body,
+        ]
+    )
+
+
+def server_script(study: str, folder: Path, options: SlurmOptions, command: StudyCommand) -> str:
+    """The MLflow server: one process writes the study's SQLite store on the shared
+    filesystem; every worker logs to it over HTTP and writes artifacts to the shared folder."""
+    time = options.server_time or options.time
+    header = sbatch_header(
+        f"{study}-mlflow", str(folder / "mlflow-server-%j.log"), options, time=time
+    )
+    runs = command.runs_dir
+    store = shlex.quote(f"sqlite:///{runs / 'mlflow.db'}")
+    artifacts = shlex.quote((runs / "artifacts").as_uri())
+    address = shlex.quote(str(folder / ADDRESS_FILE))
+    python = shlex.quote(command.python)
+    return f"""#!/bin/bash
+# The MLflow server of study {study}. SQLite on a network filesystem corrupts when several
+# nodes write it, so one process alone writes the study's MLflow store: this server. The
+# workers find it by the address this job publishes (its node name and port) and write
+# their artifacts straight to the shared folder. The final job cancels this one when it
+# ends; afterwards every command (best, report, ...) reads the same store directly.
+{chr(10).join(header)}
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=2G
+{chr(10).join(_requeue_lines(60))}
+
+set -u
+cd {shlex.quote(str(command.project))}
+store={store}
+artifacts={artifacts}
+address={address}
+port=$((20000 + SLURM_JOB_ID % 20000))  # one port per job: servers of other studies differ
+# --workers 1: a single process writes the SQLite file. --allowed-hosts: the workers call
+# it by this node's name, which MLflow's DNS-rebinding guard refuses unless listed.
+{python} -m mlflow server --backend-store-uri "$store" \\
+    --default-artifact-root "$artifacts" --no-serve-artifacts \\
+    --host 0.0.0.0 --port $port --workers 1 \\
+    --allowed-hosts "$(hostname):$port,$(hostname -f):$port,localhost:$port,127.0.0.1:$port" &
+server=$!
+# At this job's own time limit: stop, unpublish, requeue (workers retry MLflow meanwhile).
+trap 'kill $server; wait $server; rm -f "$address"; scontrol requeue "$SLURM_JOB_ID"; exit 0' USR1
+health="import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health')"
+until {python} -c "$health" 2>/dev/null; do
+  kill -0 $server 2>/dev/null || {{ echo "the MLflow server did not start"; exit 1; }}
+  sleep 2
+done
+echo "http://$(hostname):$port" > "$address.tmp" && mv "$address.tmp" "$address"
+echo "[$(date -Is)] MLflow server at $(cat "$address"), store $store"
+wait $server
+"""
+
+
+def submit_script(study: str, folder: Path, options: SlurmOptions) -> str:
+    """Submits the jobs in order, each after the one it needs, and says how to watch them."""
+    q = shlex.quote
+    server = ""
+    final_export = ""
+    after = ""
+    if options.mlflow_server:
+        server = (
+            f"rm -f {q(ADDRESS_FILE)}  # an address from an earlier submission is stale\n"
+            "server=$(sbatch --parsable mlflow-server.sbatch | cut -d';' -f1)\n"
+            'echo "MLflow server job: $server"\n'
+        )
+        after = '--dependency=after:"$server" '  # workers start once the server job runs
+        final_export = '--export=ALL,CIFAR_SEARCH_MLFLOW_JOB="$server" '
+    jobs = "the MLflow server, " if options.mlflow_server else ""
+    return f"""#!/bin/bash
+# Submits study {study}: {jobs}the workers (a job array of {options.workers}),
+# and the final retrain once every worker has ended. Run again to continue a stopped study.
+set -euo pipefail
+cd {q(str(folder))}
+{server}workers=$(sbatch --parsable {after}workers.sbatch | cut -d';' -f1)
+echo "workers: job array $workers (tasks 0-{options.workers - 1})"
+final=$(sbatch --parsable --dependency=afterany:"$workers" {final_export}final.sbatch \\
+  | cut -d';' -f1)
+echo "final retrain: job $final (after the workers)"
+echo
+echo "watch:  squeue --me  (or squeue -j $workers,$final)"
+echo "logs:   {folder}/worker-${{workers}}_<task>.log, final-$final.log"
+echo "study:  python cli.py studies   (trials done, trials waiting to continue)"
+echo "        python cli.py dashboard --study {study}"
+"""
+
+
+def script_names(options: SlurmOptions) -> list[str]:
+    names = ["workers.sbatch", "final.sbatch", "submit.sh"]
+    return (["mlflow-server.sbatch"] if options.mlflow_server else []) + names

@@ -1,0 +1,136 @@
+"""``cli.py slurm`` without a cluster: the scripts it writes (checked by bash and read for
+what SLURM needs), its checks before anything is written, and ``--submit`` without sbatch.
+The scripts' behaviour on a real cluster is tests/test_slurm.py's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from in_process import run_cli
+
+from search.cluster import time_limit_seconds
+from search.errors import ConfigError
+from search.store.filesystems import MOUNTINFO_ENV
+
+
+def _slurm(tmp_path: Path, study_file, *args: str, env: dict | None = None):
+    study = study_file(study={"n_trials": 4})
+    return run_cli("slurm", "--study", study, *args, cwd=tmp_path, env=env)
+
+
+def test_the_scripts_ask_slurm_for_the_warning_signal_and_requeue(tmp_path, study_file):
+    result = _slurm(
+        tmp_path, study_file, "--workers", "5", "--time", "4:00:00", "--partition", "gpu",
+        "--account", "lab", "--gpus-per-worker", "2", "--trials-per-gpu", "2", "--mem", "32G",
+        "--signal-seconds", "240", "--sbatch=--qos=long", "--sbatch", "#SBATCH --constraint=a100",
+        "--set", "optim.epochs=3", "--heartbeat", "30",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "slurm" / "tiny"
+    names = {"mlflow-server.sbatch", "workers.sbatch", "final.sbatch", "submit.sh"}
+    assert {p.name for p in folder.iterdir()} == names
+    assert f"bash {folder / 'submit.sh'}" in result.output
+    for name in names:  # bash can parse every one
+        check = subprocess.run(["bash", "-n", str(folder / name)], capture_output=True, text=True)
+        assert check.returncode == 0, (name, check.stderr)
+
+    workers = (folder / "workers.sbatch").read_text()
+    for line in (
+        "#SBATCH --array=0-4",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        "#SBATCH --signal=B:USR1@240",
+        "#SBATCH --time=4:00:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --mem=32G",
+        "#SBATCH --qos=long",
+        "#SBATCH --constraint=a100",
+        f"#SBATCH --output={folder}/worker-%A_%a.log",
+    ):
+        assert line in workers, line
+    assert f"cd {tmp_path.resolve()}" in workers  # where mlruns/ is, wherever SLURM starts
+    assert f"{sys.executable} {Path('cli.py').resolve()} search" in workers
+    for option in ("--no-retrain", "--set optim.epochs=3", "--heartbeat 30.0"):
+        assert option in workers
+    assert '--gpus "$CUDA_VISIBLE_DEVICES"' in workers and "--trials-per-gpu 2" in workers
+    assert 'scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in workers
+    final = (folder / "final.sbatch").read_text()
+    assert "--no-retrain" not in final and "--set optim.epochs=3" in final
+    submit = (folder / "submit.sh").read_text()
+    assert "--dependency=afterany:" in submit and "--dependency=after:" in submit
+
+
+def test_with_a_tracking_uri_of_its_own_no_server_job_is_written(tmp_path, study_file):
+    env = {"MLFLOW_TRACKING_URI": "http://tracking.example:5000"}
+    result = _slurm(tmp_path, study_file, "--gpus-per-worker", "0", env=env)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "slurm" / "tiny"
+    assert not (folder / "mlflow-server.sbatch").exists()
+    assert "gres" not in (folder / "workers.sbatch").read_text()
+    assert "MLFLOW_TRACKING_URI" not in (folder / "workers.sbatch").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--time", "4h"], "--time = '4h': expected a SLURM time"),
+        (["--time", "5:00", "--signal-seconds", "300"], "--signal-seconds = 300: the warning"),
+        (["--set", "optim.lr=0.1"], "optim.lr"),  # a searched key cannot be fixed
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_bad_options_are_one_line_and_nothing_is_written(tmp_path, study_file, args, message):
+    result = _slurm(tmp_path, study_file, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "slurm").exists()
+
+
+def test_sqlite_on_a_network_filesystem_is_refused(tmp_path, study_file):
+    table = tmp_path / "mountinfo"
+    table.write_text(f"22 1 0:50 / {tmp_path.resolve()} rw - nfs4 srv:/home rw,vers=4.2\n")
+    env = {MOUNTINFO_ENV: str(table)}
+    # the workers would share mlruns/mlflow.db: refused without a server job
+    result = _slurm(tmp_path, study_file, "--no-mlflow-server", env=env)
+    assert result.exit_code == 2, result.output
+    assert "MLFLOW_TRACKING_URI" in result.stderr and "SQLite on a network filesystem (nfs4" in (
+        result.stderr
+    )
+    result = _slurm(tmp_path, study_file, "--storage", f"sqlite:///{tmp_path}/o.db", env=env)
+    assert result.exit_code == 2 and "--storage" in result.stderr
+    assert not (tmp_path / "slurm").exists() and not (tmp_path / "o.db").exists()
+    # with the server job and the journal, both are safe on NFS
+    assert _slurm(tmp_path, study_file, env=env).exit_code == 0
+
+
+def test_submit_without_sbatch_says_where_to_run_it(tmp_path, study_file):
+    no_slurm = {"PATH": str(Path(sys.executable).parent)}  # sbatch out of reach
+    result = _slurm(tmp_path, study_file, "--submit", env=no_slurm)
+    assert result.exit_code == 2
+    assert "sbatch not found" in result.stderr and "submit.sh" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("30", 1800), ("5:30", 330), ("4:00:00", 14400), ("1-12", 129600), ("2-00:30:00", 174600)],
+)
+def test_slurm_time_formats(text, seconds):
+    assert time_limit_seconds(text) == seconds
+
+
+def test_workers_of_search_refuse_a_shared_sqlite_tracking_store_on_nfs(tmp_path, study_file):
+    table = tmp_path / "mountinfo"
+    table.write_text(f"22 1 0:50 / {tmp_path.resolve()} rw - nfs4 srv:/home rw\n")
+    study = study_file()
+    result = run_cli(
+        "search", "--study", study, "--workers", "2", cwd=tmp_path, env={MOUNTINFO_ENV: str(table)}
+    )
+    assert result.exit_code == 2
+    assert "MLFLOW_TRACKING_URI" in result.stderr and "nfs4" in result.stderr
+    with pytest.raises(ConfigError):
+        time_limit_seconds("soon")
