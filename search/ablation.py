@@ -3,8 +3,9 @@
 compared with paired statistics (``search.stats``).
 
 Reruns are cheap: a run is identified by a hash of its resolved config and split, and a
-FINISHED MLflow run with that hash is reused unless ``force``. The table and its files
-are drawn by the reporting layer (``ablation_table``), passed in as ``artifacts``.
+FINISHED MLflow run with that hash is reused unless ``force``, as is on the test split a
+seed of a FINISHED final retrain (the same computation: ``final_run``). The table and its
+files are drawn by the reporting layer (``ablation_table``), passed in as ``artifacts``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ HASH_TAG = "cifar_search.config_hash"
 VARIANT_TAG = "cifar_search.variant"
 # Keys that do not change what is trained: excluded from the reuse hash.
 NOT_IN_HASH = ("runtime.device", "runtime.eval_batch_size")
+# A finished run as reuse finds it: run id, metrics, and whether a final retrain logged it.
+Logged = tuple[str, dict[str, float], bool]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class RunRecord:
     n_params: int
     train_seconds: float
     per_class: tuple[float, ...]
+    from_final: bool = False  # reused from a seed of the study's final retrain
 
 
 @dataclass
@@ -256,33 +260,27 @@ def run_ablation(
     )
     records: list[RunRecord] = []
     root = checkpoint_root(spec.name, checkpoint_dir)
+    logged = {} if force else finished_runs(tracker, on)
     try:
         for variant in variants:
             for seed in seeds:
                 cfg = variant.config.with_overrides({"runtime.seed": seed})
-                record = None if force else _reuse(tracker, variant.name, seed, cfg, on)
-                if record is None:
-                    callback = (
-                        None
-                        if on_epoch is None
-                        else (lambda s, v=variant, sd=seed: on_epoch(v, sd, s))
-                    )
-                    record = _train_and_log(
+                run_hash = config_hash(cfg, on)
+                reused = run_hash in logged and not force
+                if not reused:
+                    callback = on_epoch and (lambda s, v=variant, sd=seed: on_epoch(v, sd, s))
+                    logged[run_hash] = _train_and_log(
                         tracker, parent, variant, seed, cfg, on, dataset, callback, root
                     )
-                records.append(record)
-                on_run(variant, seed, record)
+                records.append(_record(variant.name, seed, *logged[run_hash], reused))
+                on_run(variant, seed, records[-1])
     except BaseException as exc:
         tracker.end(parent, "FAILED", interrupts.ending_reason(exc))
         raise
-    baseline = {r.seed: r.accuracy for r in records if r.variant == BASELINE}
-    comparisons = compare(
-        baseline,
-        {
-            v.name: {r.seed: r.accuracy for r in records if r.variant == v.name}
-            for v in variants[1:]
-        },
-    )
+    accuracy = {
+        v.name: {r.seed: r.accuracy for r in records if r.variant == v.name} for v in variants
+    }
+    comparisons = compare(accuracy.pop(BASELINE), accuracy, cautious=True)
     outcome = AblationOutcome(
         base_label, on, tuple(seeds), variants, records, comparisons, dataset.classes, parent
     )
@@ -291,30 +289,49 @@ def run_ablation(
     return outcome
 
 
-def _reuse(
-    tracker: Tracker, variant: str, seed: int, cfg: TrialConfig, split: str
-) -> RunRecord | None:
-    runs = tracker.find_runs(
-        "ablation_run",
-        f"tags.`{HASH_TAG}` = '{config_hash(cfg, split)}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        return None
-    m = runs[0].data.metrics
+def finished_runs(tracker: Tracker, split: str) -> dict[str, Logged]:
+    """``{reuse hash: (run id, metrics, from the final retrain)}`` of the study's FINISHED
+    ablation runs and, on the test split, of each seed of its FINISHED final retrains (a final
+    run logs its first seed's config; the others differ in ``runtime.seed`` only), metrics
+    named as an ablation run's; the newest wins; seeds without per-class accuracies skipped."""
+    found: dict[str, Logged] = {}
+    order, done = ["attributes.start_time DESC"], "attributes.status = 'FINISHED'"
+    for run in tracker.find_runs("ablation_run", done, order, max_results=50000):
+        if HASH_TAG in run.data.tags:
+            found.setdefault(run.data.tags[HASH_TAG], (run.info.run_id, run.data.metrics, False))
+    for run in tracker.find_runs("final", done, order) if split == "test" else ():
+        try:
+            trained = config_of(run)
+        except ConfigError:  # logged by an older version: keys since renamed or removed
+            continue
+        for seed in run.data.tags.get("seeds", "").split(","):
+            p = f"seed{seed}."
+            m = {
+                k[len(p) :].removeprefix("test_"): v
+                for k, v in run.data.metrics.items()
+                if k.startswith(p)
+            }
+            if "class_acc.0" in m:
+                key = config_hash(trained.with_overrides({"runtime.seed": int(seed)}), "test")
+                found.setdefault(key, (run.info.run_id, m, True))
+    return found
+
+
+def _record(variant: str, seed: int, run_id: str, m: dict, final: bool, reused: bool) -> RunRecord:
+    """A run's record from its metrics (``accuracy``, ..., ``class_acc.<i>``)."""
     n_classes = sum(k.startswith("class_acc.") for k in m)
     return RunRecord(
         variant,
         seed,
-        runs[0].info.run_id,
-        True,
+        run_id,
+        reused,
         m["accuracy"],
         m["loss"],
         m["top5"],
         int(m["n_params"]),
         m["train_seconds"],
         tuple(m[f"class_acc.{i}"] for i in range(n_classes)),
+        final,
     )
 
 
@@ -328,7 +345,7 @@ def _train_and_log(
     dataset,
     on_epoch,
     root: Path,
-) -> RunRecord:
+) -> Logged:
     run_hash = config_hash(cfg, split)
     run = resumable(ablation_checkpoint(root, run_hash), cfg, split=split)
     run_id = tracker.start_child(
@@ -367,18 +384,7 @@ def _train_and_log(
     tracker.log_metrics(run_id, metrics)
     tracker.end(run_id, "FINISHED")
     run.finished(cfg.runtime.keep_checkpoints)
-    return RunRecord(
-        variant.name,
-        seed,
-        run_id,
-        False,
-        f.accuracy,
-        f.loss,
-        f.top5,
-        result.n_params,
-        result.train_seconds,
-        f.per_class_accuracy,
-    )
+    return run_id, metrics, False
 
 
 def _log_outcome(
@@ -390,7 +396,5 @@ def _log_outcome(
         with tempfile.TemporaryDirectory() as tmp:
             artifacts(outcome, Path(tmp))
             tracker.log_dir(outcome.parent_run_id, Path(tmp))
-    summary = {}
-    for c in outcome.comparisons:
-        summary[f"{c.variant}.diff"] = c.diff_mean
+    summary = {f"{c.variant}.diff": c.diff_mean for c in outcome.comparisons}
     tracker.log_metrics(outcome.parent_run_id, summary)

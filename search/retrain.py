@@ -140,7 +140,7 @@ def final_retrain(
             with interrupts.stop_at_batch_boundary():
                 results[seed] = final_run(cfg, dataset, callback, run.checkpointing)
             metrics = {f"seed{seed}.{k}": v for k, v in results[seed].final.metrics().items()}
-            tracker.log_metrics(run_id, metrics)
+            tracker.log_metrics(run_id, {**metrics, **_reusable(seed, results[seed])})
             try:  # the trained weights matter more than their package: keep going
                 model_uris[seed] = _log_model(
                     tracker,
@@ -178,6 +178,14 @@ def final_retrain(
     for run in runs:
         run.finished(base.runtime.keep_checkpoints)
     return outcome
+
+
+def _reusable(seed: int, result: TrainResult) -> dict[str, float]:
+    """What else an ablation needs to reuse this seed as a baseline run (``search.ablation``):
+    the parameter count, the training time (s) and the per-class test accuracies."""
+    extra = {"n_params": result.n_params, "train_seconds": result.train_seconds}
+    extra.update({f"class_acc.{i}": a for i, a in enumerate(result.final.per_class_accuracy)})
+    return {f"seed{seed}.{k}": v for k, v in extra.items()}
 
 
 def _per_seed(epochs: dict[int, int]) -> str:

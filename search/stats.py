@@ -34,6 +34,8 @@ _WILCOXON_MIN_N = 6
 BETTER = "better"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference"
+# ``compare(cautious=True)``: below this many paired seeds there is no yes or no answer.
+CAUTIOUS_MIN_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -101,18 +103,29 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 
 def verdict(
-    n: int, diff_mean: float, holm_p: float | None, *, constant: bool = False, alpha: float = 0.05
+    n: int,
+    diff_mean: float,
+    holm_p: float | None,
+    *,
+    constant: bool = False,
+    alpha: float = 0.05,
+    half_width: float | None = None,
+    min_seeds: int = 2,
 ) -> str:
     """The verdict for one variant: "better", "worse", "no detectable difference" or a
     "too few seeds ..." message.
 
-    ``constant`` says all paired differences are equal (zero spread, t-test undefined);
-    then ``diff_mean`` is that common difference and the sign decides, given n >= 3.
-    Otherwise ``holm_p < alpha`` decides and the sign of ``diff_mean`` gives the direction.
+    Fewer than ``min_seeds`` pairs (at least 2) give "too few seeds". ``constant`` says all
+    paired differences are equal (zero spread, t-test undefined); then ``diff_mean`` is
+    that common difference and the sign decides, given n >= 3. Otherwise, when
+    ``half_width`` (of the confidence interval of the mean difference) is given and exceeds
+    ``|diff_mean|``, the seeds cannot tell an effect from noise: "too few seeds". Else
+    ``holm_p < alpha`` decides and the sign of ``diff_mean`` gives the direction.
     "Better" means a higher metric value.
     """
-    if n < 2:
-        return f"too few seeds (n={n}): need at least 2, better 5+"
+    need = max(2, min_seeds)
+    if n < need:
+        return f"too few seeds (n={n}): need at least {need}, better 5+"
     if constant:
         if diff_mean == 0.0:
             return NO_DIFFERENCE
@@ -123,6 +136,11 @@ def verdict(
                 f"spread to test; need at least 3, better 5+"
             )
         return BETTER if diff_mean > 0 else WORSE
+    if half_width is not None and not half_width <= abs(diff_mean):
+        return (
+            f"too few seeds (n={n}): the {1 - alpha:.0%} confidence interval is wider than "
+            f"the effect; add seeds"
+        )
     # A missing or nan p-value is no evidence of a difference.
     if holm_p is None or not holm_p < alpha:
         return NO_DIFFERENCE
@@ -130,15 +148,21 @@ def verdict(
 
 
 def compare(
-    base: Mapping[int, float], variants: Mapping[str, Mapping[int, float]], alpha: float = 0.05
+    base: Mapping[int, float],
+    variants: Mapping[str, Mapping[int, float]],
+    alpha: float = 0.05,
+    *,
+    cautious: bool = False,
 ) -> list[Comparison]:
     """Compare each variant with the baseline over their common seeds.
 
     Returns one :class:`Comparison` per variant in the given order, with the t-test
     p-values Holm-corrected across all variants. ``alpha`` sets both the significance
-    level and the confidence level ``1 - alpha`` of the interval. Raises ``ValueError``
-    for a non-finite paired value (e.g. a diverged run), which would silently poison
-    every statistic.
+    level and the confidence level ``1 - alpha`` of the interval. ``cautious`` (ablations)
+    answers "too few seeds" rather than yes or no whenever the data cannot carry one:
+    fewer than ``CAUTIOUS_MIN_SEEDS`` pairs, or an interval wider than the mean difference
+    (it reaches past zero). Raises ``ValueError`` for a non-finite paired value (e.g. a
+    diverged run), which would silently poison every statistic.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -148,7 +172,15 @@ def compare(
         Comparison(
             **fields,
             holm_p=p,
-            verdict=verdict(fields["n"], fields["diff_mean"], p, constant=constant, alpha=alpha),
+            verdict=verdict(
+                fields["n"],
+                fields["diff_mean"],
+                p,
+                constant=constant,
+                alpha=alpha,
+                half_width=(fields["ci_high"] - fields["ci_low"]) / 2 if cautious else None,
+                min_seeds=CAUTIOUS_MIN_SEEDS if cautious else 2,
+            ),
         )
         for (fields, constant), p in zip(partial, adjusted)
     ]

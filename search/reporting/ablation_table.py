@@ -12,7 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from search.ablation import BASELINE, AblationOutcome, RunRecord, Variant, same_run
+from search.ablation import (
+    BASELINE,
+    AblationOutcome,
+    RunRecord,
+    Variant,
+    resolved_flat,
+    same_run,
+)
+from search.config import TrialConfig
 from search.reporting.figures import ablation_png
 from search.reporting.text import table
 
@@ -51,6 +59,18 @@ def most_changed_classes(
     mean = np.mean(diffs, axis=0)
     order = np.argsort(-np.abs(mean))[:k]
     return [(outcome.classes[i], float(mean[i])) for i in order]
+
+
+def changes(base: TrialConfig, variant: TrialConfig) -> str:
+    """``key = baseline value -> variant value`` for each key the variant changes, with the
+    values each config really trains with (a preset's toggles and the model's defaults
+    spelled out): ``aug.flip = True -> False``, not the unset ``None -> False``."""
+    b, v = resolved_flat(base), resolved_flat(variant)
+    changed = [f"{k} = {b.get(k)!r} -> {v.get(k)!r}" for k in sorted(b | v) if b.get(k) != v.get(k)]
+    if changed:
+        return ", ".join(changed)
+    already = ", ".join(f"{k} = {after!r}" for k, (_, after) in base.diff(variant).items())
+    return "same config as the baseline" + (f" ({already} already)" if already else "")
 
 
 def table_rows(outcome: AblationOutcome) -> list[list[str]]:
@@ -118,23 +138,18 @@ def markdown(outcome: AblationOutcome) -> str:
         "",
         "diff = variant - baseline, mean over paired seeds; 95% CI t-based; p-values "
         "two-sided (paired t-test, Wilcoxon signed-rank when n >= 6); Holm-corrected "
-        "across variants; verdict at alpha = 0.05.",
+        'across variants; verdict at alpha = 0.05, and "too few seeds" (never a yes or no) '
+        "with fewer than 3 seeds or a CI wider than the difference.",
         "",
         "## Variants",
         "",
     ]
     for v in outcome.variants[1:]:
-        changes = (
-            ", ".join(
-                f"{k} = {b!r} -> {a!r}"
-                for k, (b, a) in outcome.variants[0].config.diff(v.config).items()
-            )
-            or "same config as the baseline"
-        )
+        changed = changes(outcome.variants[0].config, v.config)
         moved = ", ".join(
             f"{name} {_pp(d)} pp" for name, d in most_changed_classes(outcome, v.name) if d != 0
         )
-        lines.append(f"- **{v.name}**: {changes}. Most changed classes: {moved or '-'}.")
+        lines.append(f"- **{v.name}**: {changed}. Most changed classes: {moved or '-'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -185,15 +200,18 @@ def write_files(outcome: AblationOutcome, folder: Path) -> list[Path]:
 def ablation_run_line(variant: Variant, seed: int, record: RunRecord, split: str) -> str:
     """One variant x seed run as it finishes (``cli.py ablate``)."""
     how = "reused" if record.reused else f"trained in {record.train_seconds:.1f}s"
+    how += " from the final retrain" if record.from_final else ""
     return f"{variant.name} seed {seed}: {split} accuracy {100 * record.accuracy:.2f}% ({how})"
 
 
 def ablation_summary(outcome: AblationOutcome) -> str:
     """Where the baseline came from, how many runs were trained, and the table."""
+    from_final = sum(r.from_final for r in outcome.records)
     return "\n".join(
         [
             f"\nbaseline: {outcome.base_label}; {outcome.trained} run(s) trained, "
-            f"{len(outcome.records) - outcome.trained} reused",
+            f"{len(outcome.records) - outcome.trained} reused"
+            + (f" ({from_final} from the final retrain)" if from_final else ""),
             table(HEADERS, table_rows(outcome), align="lrrrrrrrlrrr"),
         ]
     )

@@ -54,6 +54,7 @@ def test_paired_runs_reuse_and_outputs(spec, tmp_path):
         }
     narrow = next(c for c in first.comparisons if c.variant == "narrow")
     assert narrow.n == 2
+    assert narrow.verdict.startswith("too few seeds (n=2)")  # never a yes or no from 2 seeds
     rows = {r[0]: r for r in table_rows(first)}
     assert rows["no_dropout"][8] == "(same config as baseline)"
     assert len(rows["narrow"]) == 12
@@ -134,3 +135,61 @@ def test_leave_one_out_switches_off_each_enabled_component():
     for a in leave_one_out(base):
         assert not same_run(base.with_overrides(a.overrides), base)
     assert same_run(plain, plain.with_overrides({"model.dropout": 0.0, "aug.flip": False}))
+
+
+@pytest.mark.slow
+def test_baseline_seeds_of_the_final_retrain_are_reused(study_file, tmp_path, monkeypatch):
+    # the final retrain trains the best trial at the final epochs on train+validation and
+    # tests it once per seed: exactly the ablation's baseline run on the test split
+    from search import engine
+    from search.reporting.ablation_table import ablation_run_line
+    from search.retrain import retrain_study
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(Path("mlruns/mlflow.db")))
+    path = study_file(
+        "reuse",
+        study={"n_trials": 2},
+        retrain={"epochs": 2, "seeds": [0, 1]},
+        ablation=[{"name": "narrow", "set": {"model.width": 0.125}}],
+    )
+    spec = load_study(str(path))
+    study = engine.run_search(spec, engine.SearchOptions()).study
+    final = retrain_study(spec, study)
+
+    lines: list[str] = []
+    outcome = run_ablation(
+        spec,
+        seeds=[0, 1, 2],
+        on_run=lambda v, s, r: lines.append(ablation_run_line(v, s, r, "test")),
+    )
+    assert outcome.base_label == f"best trial {final.trial_number} (from MLflow)"
+    baseline = {r.seed: r for r in outcome.of(BASELINE)}
+    for seed in (0, 1):  # not trained again: the final run's own test results
+        r = baseline[seed]
+        assert r.reused and r.from_final and r.run_id == final.run_id
+        assert r.accuracy == final.results[seed].final.accuracy
+        assert r.loss == final.results[seed].final.loss
+        assert r.per_class == tuple(final.results[seed].final.per_class_accuracy)
+        assert r.n_params == final.results[seed].n_params
+    assert not baseline[2].reused and not baseline[2].from_final
+    assert outcome.trained == 4  # baseline seed 2 and the three narrow runs
+    assert "baseline seed 0: test accuracy" in lines[0]
+    assert lines[0].endswith("(reused from the final retrain)")
+    runs = mlflow.search_runs(experiment_names=["reuse"], output_format="list")
+    trained = [r for r in runs if r.data.tags.get("cifar_search.kind") == "ablation_run"]
+    assert sorted((r.data.tags["cifar_search.variant"], r.data.tags["seed"]) for r in trained) == [
+        (BASELINE, "2"),
+        ("narrow", "0"),
+        ("narrow", "1"),
+        ("narrow", "2"),
+    ]
+
+    # the same computation: trained again (--force), seed 0 scores exactly what it scored
+    forced = run_ablation(spec, seeds=[0], variant_names=["narrow"], force=True)
+    again = forced.of(BASELINE)[0]
+    assert not again.reused and again.accuracy == final.results[0].final.accuracy
+    assert again.per_class == baseline[0].per_class
+    # a validation ablation never takes test results from the final retrain
+    val = run_ablation(spec, seeds=[0], variant_names=["narrow"], on="val")
+    assert val.trained == 2 and not any(r.from_final for r in val.records)
