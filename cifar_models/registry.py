@@ -136,16 +136,21 @@ def _check_num_classes(num_classes: object) -> int:
     return int(num_classes)
 
 
-def create(name: str, num_classes: int, **model_args: object) -> nn.Module:
-    """Build model ``name`` with ``num_classes`` outputs and the given knobs.
+def create(name: str, num_classes: int, *, image_size: int = 32, **model_args: object) -> nn.Module:
+    """Build model ``name`` with ``num_classes`` outputs and the given knobs, for
+    ``image_size`` x ``image_size`` input (CIFAR's 32, times ``aug.resize`` in a search).
 
-    Every user mistake (unknown name or knob, bad value) raises ModelConfigError.
+    The built-in models ignore ``image_size``; a ``timm:`` model is built for this one where timm
+    allows (``img_size``), and one that cannot take it raises ModelConfigError naming the
+    ``aug.resize`` that fits. Every user mistake (unknown name or knob, bad value, a timm
+    model timm cannot build) raises ModelConfigError.
     """
     if is_timm(name):
         from .timm_models import create_timm_model  # timm is optional: loaded when used
 
         knobs = _check_knobs(name, TIMM_KNOBS, model_args)
-        return create_timm_model(name[len(TIMM_PREFIX) :], _check_num_classes(num_classes), knobs)
+        classes = _check_num_classes(num_classes)
+        return create_timm_model(name[len(TIMM_PREFIX) :], classes, knobs, image_size)
     entry = _entry(name)
     knobs = _check_knobs(name, entry.knobs, model_args)
     return entry.builder(_check_num_classes(num_classes), **knobs)

@@ -57,10 +57,18 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
+# Every dataset's images are 32x32 (datasets.py); aug.resize upsamples them by its factor.
+IMAGE_SIDE = 32
+
+
 def build_model(cfg: TrialConfig, num_classes: int) -> torch.nn.Module:
-    """``cifar_models.create`` with the config's knobs; its errors become ConfigErrors."""
+    """``cifar_models.create`` with the config's knobs, for the images the model will see
+    (a ``timm:`` model is built for their size); its errors become ConfigErrors."""
+    image_size = IMAGE_SIDE * cfg.aug.resize
     try:
-        return cifar_models.create(cfg.model.name, num_classes, **cfg.model.model_args())
+        return cifar_models.create(
+            cfg.model.name, num_classes, image_size=image_size, **cfg.model.model_args()
+        )
     except cifar_models.ModelConfigError as exc:
         key = "model.name" if exc.key == "name" else f"model.{exc.key}"
         raise ConfigError(str(exc), key=key) from None
@@ -93,6 +101,7 @@ def _model_for(
         cfg.model.name,
         tuple(sorted(cfg.model.model_args().items())),
         num_classes,
+        cfg.aug.resize,  # a timm model's input size is part of its graph
         str(device),
         memory_format,
     )
