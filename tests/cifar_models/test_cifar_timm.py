@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm  # noqa: E402  (the dev extra installs it)
 import torch
 from in_process import run_cli as in_process
 
 from cifar_models import ModelConfigError, create
-
-timm = pytest.importorskip("timm")
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_TRAIN = [
