@@ -80,9 +80,9 @@ def table_rows(outcome: AblationOutcome) -> list[list[str]]:
     for v in outcome.variants:
         recs = outcome.of(v.name)
         acc = np.array([r.accuracy for r in recs])
-        std = f"{100 * acc.std(ddof=1):.2f}" if len(acc) > 1 else "-"
+        spread = f" ± {100 * acc.std(ddof=1):.2f}" if len(acc) > 1 else " (1 seed)"
         common = [
-            f"{100 * acc.mean():.2f} ± {std}",
+            f"{100 * acc.mean():.2f}{spread}",
             f"{np.mean([r.loss for r in recs]):.4f}",
             f"{recs[0].n_params:,}",
             f"{np.mean([r.train_seconds for r in recs]):.1f}",

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from search.reporting.error_analysis import CalibrationBin  # noqa: E402
-from search.reporting.figures import save_png  # noqa: E402
+from search.reporting.figures import percent_axis, save_png  # noqa: E402
 
 
 def _hwc(image: np.ndarray) -> np.ndarray:
@@ -61,9 +61,10 @@ def wrong_images_png(
 def per_class_png(
     per_class_accuracy: Sequence[float], classes: Sequence[str], path: Path
 ) -> Path | None:
-    """Per-class accuracy as horizontal bars sorted from worst (top) to best, with the
-    mean as a line; small labels past 40 classes, so 100 classes stay readable. Classes
-    without test images (NaN) are left out."""
+    """Per-class accuracy as horizontal bars sorted from worst (top) to best, each with its
+    value up to 40 classes, and the mean as a line (its legend beside the axes); small
+    labels past 40 classes, so 100 classes stay readable. Classes without test images
+    (NaN) are left out."""
     shown = sorted(
         (float(a), c) for a, c in zip(per_class_accuracy, classes) if not math.isnan(float(a))
     )
@@ -71,28 +72,31 @@ def per_class_png(
         return None
     n = len(shown)
     font = 9 if n <= 40 else 6
-    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.17 * n + 1.2)))
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.17 * n + 1.2)), layout="constrained")
     values = [100 * a for a, _ in shown]
     colours = plt.cm.RdYlGn(np.array(values) / 100)
-    ax.barh(range(n), values, color=colours, height=0.8)
+    bars = ax.barh(range(n), values, color=colours, height=0.8)
+    if n <= 40:
+        ax.bar_label(bars, [f"{v:.1f}%" for v in values], padding=2, fontsize=7)
     ax.set_yticks(range(n), [c for _, c in shown], fontsize=font)
-    ax.invert_yaxis()  # worst on top
     mean = float(np.mean(values))
     ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.1f}%")
     ax.set_xlim(0, 100)
-    ax.set_ylim(n - 0.5, -0.5)
-    ax.set(xlabel="test accuracy (%)", title=f"per-class accuracy ({n} classes, worst on top)")
+    ax.set_ylim(n - 0.5, -0.5)  # worst on top
+    ax.set(xlabel="test accuracy", title=f"per-class accuracy ({n} classes, worst on top)")
+    percent_axis(ax.xaxis)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    fig.legend(loc="outside right upper", fontsize=8)
     return save_png(fig, path)
 
 
 def reliability_png(bins: Sequence[CalibrationBin], ece: float, path: Path) -> Path:
-    """Reliability diagram: accuracy per confidence bin against the diagonal of perfect
-    calibration (the gap to it shaded), and below it how many predictions fall in each
-    bin (log scale); the expected calibration error in the title."""
+    """Reliability diagram: accuracy per confidence bin (bars) and the bin's mean
+    confidence (diamonds), joined by the gap between them, against the diagonal of perfect
+    calibration; below it how many predictions fall in each bin (log scale); the expected
+    calibration error in the title. Solid colours only, so the legend's are the plot's."""
     fig, (ax, ax_count) = plt.subplots(
-        2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        2, 1, figsize=(8, 6.5), sharex=True, height_ratios=[3, 1], layout="constrained"
     )
     lower = np.array([b.lower for b in bins])
     width = np.array([b.upper - b.lower for b in bins])
@@ -100,6 +104,7 @@ def reliability_png(bins: Sequence[CalibrationBin], ece: float, path: Path) -> P
     filled = counts > 0
     acc = np.array([b.accuracy for b in bins])[filled]
     conf = np.array([b.confidence for b in bins])[filled]
+    middle = (lower + width / 2)[filled]
     ax.bar(
         lower[filled],
         acc,
@@ -107,27 +112,34 @@ def reliability_png(bins: Sequence[CalibrationBin], ece: float, path: Path) -> P
         align="edge",
         color="#4c72b0",
         edgecolor="white",
-        label="accuracy",
+        label="accuracy in the bin",
     )
-    ax.bar(
-        lower[filled],
-        conf - acc,
-        bottom=acc,
-        width=width[filled],
-        align="edge",
-        color="#dd8452",
-        alpha=0.45,
-        edgecolor="#dd8452",
+    ax.vlines(
+        middle,
+        np.minimum(acc, conf),
+        np.maximum(acc, conf),
+        color="#c44e52",
+        linewidth=2.5,
         label="gap to mean confidence",
     )
+    ax.plot(middle, conf, "D", color="#222222", markersize=5, label="mean confidence in the bin")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-    ax.set_title(f"reliability diagram: ECE {100 * ece:.2f}%")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"reliability diagram: ECE {100 * ece:.2f}% ({counts.sum():,} predictions)")
     ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()  # bars first, as the eye reads them
+    order = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("accuracy"))
+    fig.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="outside right upper",
+        fontsize=8,
+    )
     ax_count.bar(lower, counts, width=width, align="edge", color="#55a868", edgecolor="white")
     if counts.max(initial=0) > 0:
         ax_count.set_yscale("log")
     ax_count.set(xlabel="confidence (top probability)", ylabel="predictions")
     ax_count.grid(alpha=0.3)
+    percent_axis(ax.yaxis, 1)
+    percent_axis(ax_count.xaxis, 1)
     return save_png(fig, path)

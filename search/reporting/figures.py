@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
+from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 from optuna.study import StudyDirection  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
@@ -24,15 +26,30 @@ if TYPE_CHECKING:
     from search.ablation import AblationOutcome
 
 
+ACCURACIES = ("val_acc", "val_top5")  # measures that are fractions, drawn in %
+
+
 def save_png(fig: plt.Figure, path: Path) -> Path:
-    """Lay ``fig`` out, write it to ``path`` (its folder made) and free it: pyplot keeps
-    every open figure alive, and a study draws many."""
+    """Lay ``fig`` out (tight, unless it has its own layout engine, e.g. constrained),
+    write it to ``path`` (its folder made; legends and labels outside the axes kept) and
+    free it: pyplot keeps every open figure alive, and a study draws many."""
     path = Path(path)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def percent_axis(axis: Axis, whole: float = 100) -> None:
+    """Tick labels of ``axis`` (``ax.yaxis``, a colourbar's ...) in %, ``whole`` being 100%."""
+    axis.set_major_formatter(PercentFormatter(xmax=whole, decimals=None))
+
+
+def integer_axis(axis: Axis) -> None:
+    """Ticks of ``axis`` only at whole numbers (epochs, trial numbers)."""
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def sample_grid(
@@ -89,28 +106,54 @@ def confusion_png(confusion: np.ndarray, classes: tuple[str, ...], path: Path, t
                         fontsize=7,
                         color="white" if rates[i, j] > 0.5 else "black",
                     )
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    percent_axis(bar.ax.yaxis, 1)
     return save_png(fig, path)
+
+
+def _curves_figure(series: Mapping[tuple[str, str, str], Sequence], title: str) -> plt.Figure:
+    """Loss and accuracy (in %) per epoch: ``series`` maps (run, split, "loss" or "acc") to
+    (epoch, value) pairs. A colour per run (seed, fold; per split for a single run), solid
+    for training and dashed for validation, one legend for both panels beside them."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    runs = list(dict.fromkeys(run for run, _, _ in series))
+    for (run, split, kind), points in series.items():
+        ax = ax_loss if kind == "loss" else ax_acc
+        colour = f"C{runs.index(run) % 10}" if len(runs) > 1 else ("C1" if split == "val" else "C0")
+        ax.plot(
+            [e for e, _ in points],
+            [v * (100 if kind == "acc" else 1) for _, v in points],
+            "--" if split == "val" else "-",
+            marker="o" if len(points) <= 12 else None,
+            markersize=3,
+            color=colour,
+            label=f"{run} {split}".strip(),
+        )
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    percent_axis(ax_acc.yaxis)
+    handles: dict[str, Any] = {}
+    for ax in (ax_loss, ax_acc):
+        integer_axis(ax.xaxis)
+        ax.grid(alpha=0.3)
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=8)
+    fig.suptitle(title)
+    return fig
 
 
 def curves_png(histories: dict[str, list], path: Path, title: str) -> Path:
-    """Training loss and accuracy per epoch (plus validation when present), one line per
+    """Training loss and accuracy per epoch (plus validation when present), one colour per
     run (e.g. per seed)."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for label, history in histories.items():
-        epochs = [s.epoch for s in history]
-        ax_loss.plot(epochs, [s.train_loss for s in history], label=f"{label} train")
-        ax_acc.plot(epochs, [100 * s.train_acc for s in history], label=f"{label} train")
-        if history and history[0].val_acc is not None:
-            ax_loss.plot(epochs, [s.val_loss for s in history], "--", label=f"{label} val")
-            ax_acc.plot(epochs, [100 * s.val_acc for s in history], "--", label=f"{label} val")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    return save_png(fig, path)
+    series: dict[tuple[str, str, str], list] = {}
+    for run, history in histories.items():
+        for split in ("train", "val"):
+            for kind in ("loss", "acc"):
+                points = [(s.epoch, getattr(s, f"{split}_{kind}")) for s in history]
+                if points and all(v is not None for _, v in points):
+                    series[run, split, kind] = points
+    return save_png(_curves_figure(series, title), path)
 
 
 # a study -------------------------------------------------------------------------------
@@ -165,29 +208,36 @@ def _target_sign_handled() -> Iterator[None]:
 
 
 def history_png(study: optuna.Study, metric: str, maximize: bool, path: Path) -> Path:
-    """Each COMPLETE trial's value (of the first objective), pruned trials at their last
-    reported value, and the best value so far."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    """Each COMPLETE trial's value (of the first objective; accuracies in %), pruned
+    trials at their last reported value, and the best value so far."""
+    scale = 100 if metric in ACCURACIES else 1
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED and t.intermediate_values]
-    ax.scatter([t.number for t in complete], [t.values[0] for t in complete], label="complete")
     ax.scatter(
-        [t.number for t in pruned],
-        [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
-        marker="x",
-        color="grey",
-        label="pruned (last report)",
+        [t.number for t in complete], [t.values[0] * scale for t in complete], label="complete"
     )
+    if pruned:
+        ax.scatter(
+            [t.number for t in pruned],
+            [t.intermediate_values[max(t.intermediate_values)] * scale for t in pruned],
+            marker="x",
+            color="grey",
+            label="pruned (last report)",
+        )
     best, xs, ys = None, [], []
     for t in complete:
         if best is None or (t.values[0] > best if maximize else t.values[0] < best):
             best = t.values[0]
         xs.append(t.number)
-        ys.append(best)
+        ys.append(best * scale)
     ax.step(xs, ys, where="post", color="red", label="best so far")
     ax.set(xlabel="trial", ylabel=metric, title="optimization history")
-    ax.legend()
+    if scale == 100:
+        percent_axis(ax.yaxis)
+    integer_axis(ax.xaxis)
     ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8)
     return save_png(fig, path)
 
 
@@ -211,56 +261,31 @@ def importance_png(study: optuna.Study, path: Path) -> Path | None:
 
 
 def parallel_png(study: optuna.Study, metric: str, path: Path) -> Path | None:
-    """Parallel coordinates of COMPLETE trials: one axis per parameter (scaled to [0, 1];
-    log-scaled when the distribution is), lines coloured by the (first) objective."""
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.params]
-    if not complete:
-        return None
-    names = sorted({k for t in complete for k in t.params})
-    columns = []
-    for name in names:
-        dist = next(t.distributions[name] for t in complete if name in t.distributions)
-        raw = [t.params.get(name) for t in complete]
-        if isinstance(dist, optuna.distributions.CategoricalDistribution):
-            values = [np.nan if v is None else dist.choices.index(v) for v in raw]
-            lo, hi = 0, max(1, len(dist.choices) - 1)
-        else:
-            log = getattr(dist, "log", False)
-            values = [np.nan if v is None else (np.log10(v) if log else v) for v in raw]
-            lo = np.log10(dist.low) if log else dist.low
-            hi = np.log10(dist.high) if log else dist.high
-        columns.append((np.array(values, dtype=float) - lo) / ((hi - lo) or 1))
-    data = np.stack(columns, axis=1)
-    values = np.array([t.values[0] for t in complete])
-    colours = plt.cm.viridis((values - values.min()) / ((values.max() - values.min()) or 1))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
-    for row, colour in zip(data, colours):
-        ax.plot(range(len(names)), row, color=colour, alpha=0.8)
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set_yticks([0, 1], ["low", "high"])
-    ax.set_title(f"parallel coordinates (colour: {metric}, yellow = high)")
-    return save_png(fig, path)
+    """Parallel coordinates of COMPLETE trials (``trial_figures``): an axis per
+    parameter labelled with its values, conditional ones with a "not used" level, and the
+    (first) objective as the last axis and the lines' colour."""
+    from search.reporting.trial_figures import parallel_figure
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    fig = parallel_figure(complete, metric, study.directions[0])
+    return None if fig is None else save_png(fig, path)
 
 
 def best_curves_png(series: Mapping[str, Sequence[Any]], path: Path, title: str) -> Path | None:
     """A trial's per-epoch training and validation loss and accuracy: ``series`` maps
     ``train_loss``, ``val_loss``, ``train_acc`` and ``val_acc`` (or ``fold<k>.``-prefixed
-    ones, a line per fold) to MLflow metric points (with ``step`` = epoch and ``value``)."""
+    ones, a colour per fold) to MLflow metric points (with ``step`` = epoch and ``value``)."""
     if not any(series.values()):
         return None
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    lines: dict[tuple[str, str, str], list] = {}
     for key, points in series.items():
-        points = sorted(points, key=lambda m: m.step)
-        ax = ax_loss if key.endswith("loss") else ax_acc
-        scale = 1 if key.endswith("loss") else 100
-        ax.plot([m.step for m in points], [m.value * scale for m in points], label=key)
-    ax_loss.set(xlabel="epoch", ylabel="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
-    for ax in (ax_loss, ax_acc):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    return save_png(fig, path)
+        run, _, metric = key.rpartition(".")
+        split, _, kind = metric.partition("_")
+        if points:
+            lines[run, split, kind] = [
+                (m.step, m.value) for m in sorted(points, key=lambda m: m.step)
+            ]
+    return save_png(_curves_figure(lines, title), path)
 
 
 def pareto_png(
@@ -271,89 +296,17 @@ def pareto_png(
     retrained: Mapping[int, tuple[float, float, int]],
     path: Path,
 ) -> Path:
-    """A multi-objective study's COMPLETE trials: the validation measure (the first one)
-    against each cost measure (one panel each; against each other objective when there is
-    no cost), the Pareto front highlighted and joined, and the retrained trials marked with
-    their test accuracy (``retrained``: trial -> (mean, sd, seeds))."""
-    from search.study.objectives import COST_MEASURES, MEASURES, VALIDATION_MEASURES
+    """A multi-objective study's validation measure against each cost, the Pareto front
+    and the retrained trials marked (``trial_figures.pareto_figure``)."""
+    from search.reporting.trial_figures import pareto_figure
 
-    y = next(i for i, m in enumerate(measures) if m in VALIDATION_MEASURES)
-    xs = [i for i, m in enumerate(measures) if m in COST_MEASURES] or [
-        i for i in range(len(measures)) if i != y
-    ]
-    fig, axes = plt.subplots(1, len(xs), figsize=(6.5 * len(xs), 4.8), squeeze=False)
-    scale = 100 if measures[y] in ("val_acc", "val_top5") else 1
-    for ax, x in zip(axes[0], xs):
-        others = [p for p in points if p[0] not in front]
-        on = sorted((p for p in points if p[0] in front), key=lambda p: p[1][x])
-        ax.scatter(
-            [p[1][x] for p in others],
-            [p[1][y] * scale for p in others],
-            color="#9aa5b1",
-            label="dominated",
-        )
-        # With two objectives the front is a staircase in this plane and a line joins it;
-        # with more it is a projection (front trials can look dominated here): markers only.
-        two = len(measures) == 2
-        ax.plot(
-            [p[1][x] for p in on],
-            [p[1][y] * scale for p in on],
-            "o-" if two else "o",
-            color="#d62728",
-            label=f"Pareto front ({len(on)}{'' if two else ', on all objectives'})",
-        )
-        for number, values in on:
-            ax.annotate(
-                str(number),
-                (values[x], values[y] * scale),
-                fontsize=8,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
-        for number, (mean, sd, seeds) in retrained.items():
-            values = next((v for n, v in points if n == number), None)
-            if values is None:
-                continue
-            ax.scatter(
-                [values[x]],
-                [values[y] * scale],
-                marker="*",
-                s=250,
-                color="gold",
-                edgecolors="black",
-                zorder=5,
-            )
-            ax.annotate(
-                f"trial {number}: test {100 * mean:.2f} ± {100 * sd:.2f}% ({seeds} seeds)",
-                (values[x], values[y] * scale),
-                fontsize=8,
-                xytext=(6, -14),
-                textcoords="offset points",
-            )
-        ax.scatter(
-            [],
-            [],
-            marker="*",
-            s=120,
-            color="gold",
-            edgecolors="black",
-            label="retrained (test accuracy)",
-        )
-        if measures[x] in ("params", "train_flops"):
-            ax.set_xscale("log")
-        ax.set(
-            xlabel=f"{measures[x]}: {MEASURES[measures[x]][1]}",
-            ylabel=f"{measures[y]}{' (%)' if scale == 100 else ''} ({directions[y]})",
-            title=f"{measures[y]} against {measures[x]}",
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return save_png(fig, path)
+    return save_png(pareto_figure(measures, directions, points, front, retrained), path)
 
 
 # an ablation ---------------------------------------------------------------------------
 def ablation_png(outcome: AblationOutcome, path: Path) -> Path:
-    """Mean accuracy per variant with 95% t-intervals over seeds as error bars."""
+    """Mean accuracy per variant (the value under its name) with 95% t-intervals over
+    seeds as error bars; with one seed there are none, and the title says so."""
     from scipy import stats as st
 
     names, means, errs = [], [], []
@@ -366,12 +319,20 @@ def ablation_png(outcome: AblationOutcome, path: Path) -> Path:
             if len(acc) > 1
             else 0.0
         )
+    seeds = len(outcome.seeds)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4))
     colours = ["#4c72b0"] + ["#dd8452"] * (len(names) - 1)
-    ax.bar(names, means, yerr=errs, capsize=5, color=colours)
+    ax.bar(names, means, yerr=errs if seeds > 1 else None, capsize=5, color=colours)
+    ax.set_xticks(range(len(names)), [f"{n}\n{m:.1f}%" for n, m in zip(names, means)])
     low = min(m - e for m, e in zip(means, errs))
     ax.set_ylim(max(0, low - 5), min(100, max(m + e for m, e in zip(means, errs)) + 2))
-    ax.set_ylabel(f"{outcome.split} accuracy (%)")
-    ax.set_title(f"ablation: mean ± 95% CI over {len(outcome.seeds)} paired seeds")
-    ax.tick_params(axis="x", rotation=30)
+    ax.set_ylabel(f"{outcome.split} accuracy")
+    percent_axis(ax.yaxis)
+    ax.set_title(
+        f"ablation: mean ± 95% CI over {seeds} paired seeds"
+        if seeds > 1
+        else "ablation: 1 seed (no error bars; use --seeds 0,1,2 or more)"
+    )
+    if len(names) > 4:
+        ax.tick_params(axis="x", rotation=30)
     return save_png(fig, path)
