@@ -172,3 +172,10 @@ def searched_copy(searched: Path, tmp_path: Path) -> Iterator[Path]:
     forget_mlflow_runs()
     yield copy_workdir(searched, tmp_path / "searched")
     forget_mlflow_runs()
+
+
+@pytest.fixture(autouse=True)
+def home_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's run state goes to its own tmp_path/mlruns (``CIFAR_SEARCH_HOME``), never
+    to the checkout's mlruns/; helpers that run a command elsewhere set their own."""
+    monkeypatch.setenv("CIFAR_SEARCH_HOME", str(tmp_path))

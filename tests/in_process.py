@@ -1,6 +1,6 @@
 """The command line run inside the test process (click's ``CliRunner``), as isolated as a
-new process would be where it matters: its own working directory (``./mlruns`` is created
-there), an environment without ``MLFLOW_TRACKING_URI`` unless given one, and afterwards
+new process would be where it matters: its own working directory, which is also its home
+(``CIFAR_SEARCH_HOME``: ``./mlruns`` is created there), an environment without ``MLFLOW_TRACKING_URI`` unless given one, and afterwards
 the directory, the environment, the SIGINT/SIGTERM/SIGUSR1 handlers (commands install their own)
 and ``warnings.showwarning`` (the CLI prints warnings its own way) as they were.
 
@@ -49,6 +49,7 @@ def isolated(cwd: Path, env: Mapping[str, str | None] | None = None) -> Iterator
     }
     showwarning = warnings.showwarning
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["CIFAR_SEARCH_HOME"] = str(cwd)  # the run state in cwd/mlruns, as the tests read it
     for key, value in (env or {}).items():
         if value is None:
             os.environ.pop(key, None)

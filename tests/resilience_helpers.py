@@ -29,6 +29,7 @@ def spawn_cli(work: Path, *args: object, env: dict | None = None) -> forkserver.
 def env_for(work: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlruns' / 'mlflow.db'}"
+    env["CIFAR_SEARCH_HOME"] = str(work)  # the run state in work/mlruns
     return env
 
 

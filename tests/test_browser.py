@@ -143,6 +143,7 @@ def test_the_note_and_its_mlflow_link_in_a_browser(searched, tmp_path):
     assert run_name and trial_names, "the searched study has a final run and trial runs"
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["CIFAR_SEARCH_HOME"] = str(searched)
     ml_env = {
         **env,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job runner and its 8 workers

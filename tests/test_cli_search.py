@@ -160,6 +160,7 @@ def test_dashboard_serves_the_study_over_http(searched):
     # a real server process, read-only on the shared study
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["CIFAR_SEARCH_HOME"] = str(searched)
     server = subprocess.Popen(
         [
             sys.executable,

@@ -412,6 +412,7 @@ def _pruning_study(work: Path, monkeypatch) -> None:
         fixed=FIXED,
     )
     monkeypatch.chdir(work)
+    monkeypatch.setenv("CIFAR_SEARCH_HOME", str(work))  # its mlruns/ there
     study = open_study(load_study(str(work / "res.toml")), None)
     study.enqueue_trial({"optim.lr": 0.1})
     study.enqueue_trial({"optim.lr": 1e-6})

@@ -43,7 +43,7 @@ class SlurmOptions:
 class StudyCommand:
     """The command lines the jobs run, and where (absolute paths: jobs start elsewhere)."""
 
-    project: Path  # cd here first: ./mlruns, studies/ and cli.py are found from it
+    project: Path  # the home (store.home): the jobs cd here and keep their state in mlruns/
     worker_argv: Sequence[str]  # `cli.py search ... --no-retrain`: one worker of the study
     final_argv: Sequence[str]  # `cli.py search ...`: finishes the study, retrains once
     python: str  # the interpreter (a virtual environment's, on the shared filesystem)
@@ -157,6 +157,7 @@ def _prologue(command: StudyCommand, folder: Path, options: SlurmOptions, what: 
     lines = [
         "set -u",
         f"cd {shlex.quote(str(command.project))}",
+        f"export CIFAR_SEARCH_HOME={shlex.quote(str(command.project))}  # where mlruns/ is",
         f'echo "[$(date -Is)] {what} on $(hostname), start ${{SLURM_RESTART_COUNT:-0}}"',
     ]
     text = "\n".join(lines) + "\n"

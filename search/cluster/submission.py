@@ -23,7 +23,7 @@ from search.engine import SearchOptions, apply_overrides
 from search.engine.loop import refuse_shared_sqlite_tracking
 from search.engine.workers import worker_argv
 from search.errors import ConfigError
-from search.store import RUNS_DIR, journal_path, sqlite_file
+from search.store import home, journal_path, runs_dir, sqlite_file
 from search.store.filesystems import (
     SAFE_STORAGES,
     refuse_local_only_flock,
@@ -31,7 +31,7 @@ from search.store.filesystems import (
 )
 from search.study import StudySpec
 
-SLURM_DIR = Path("slurm")  # beside mlruns/: slurm/<study>/ holds the scripts and the logs
+SLURM_DIR = "slurm"  # <home>/slurm/<study>/ (beside mlruns/) holds the scripts and the logs
 # SLURM's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
@@ -79,25 +79,25 @@ def check_stores(spec: StudySpec, search: SearchOptions, options: SlurmOptions) 
 
 
 def study_command(script: Path, spec: StudySpec, search: SearchOptions) -> StudyCommand:
-    """The jobs run ``script`` (``cli.py``) from the folder ``slurm`` was called in, where
-    the study's state (``mlruns/``) lives, whatever folder SLURM starts them in."""
+    """The jobs run ``script`` (``cli.py``) in the home (``store.home``: the run state in
+    ``mlruns/``), whatever folder SLURM starts them in."""
     study_file = Path(spec.path).resolve()
     worker = worker_argv(script.resolve(), study_file, search)
     final = [a for a in worker if a != "--no-retrain"]
     return StudyCommand(
-        project=Path.cwd().resolve(),
+        project=home(),
         worker_argv=worker,
         final_argv=final,
         python=worker[0],
-        runs_dir=RUNS_DIR.resolve(),
+        runs_dir=runs_dir(),
     )
 
 
 def write_scripts(
     script: Path, spec: StudySpec, search: SearchOptions, options: SlurmOptions
 ) -> list[Path]:
-    """Check, then write the study's scripts under ``slurm/<study>/`` beside ``mlruns/``
-    (the current folder); returns their paths (``submit.sh`` last)."""
+    """Check, then write the study's scripts under ``<home>/slurm/<study>/``, beside
+    ``mlruns/``; returns their paths (``submit.sh`` last)."""
     if os.environ.get("MLFLOW_TRACKING_URI") and options.mlflow_server:
         # a tracking server or database of the user's own: the jobs inherit it
         options = dataclasses.replace(options, mlflow_server=False)

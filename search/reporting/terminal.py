@@ -200,12 +200,13 @@ class SearchProgress:
         self.prefix = "" if worker is None else f"[worker {worker}] "
 
     def started(self, target: int, storage_url: str | None) -> None:
-        from search.store import storage_label
+        from search.store import home, storage_label
 
         s = self.spec
         self.echo(
             f"{self.prefix}study {s.name}: {s.dataset}, {s.sampler} sampler, {s.pruner} "
             f"pruner, target {target} trials; storage {storage_label(s.name, storage_url)}"
+            + ("" if self.prefix else f"; home {home()}")
         )
 
     def workers_started(self, n: int, gpus: Sequence[str] | None, per_gpu: int) -> None:
@@ -285,8 +286,10 @@ class SearchProgress:
 def studies_table(storage_url: str | None = None, checkpoint_dir: str | None = None) -> str:
     """``cli.py studies``: every study file with its progress (see ``exports.study_rows``)."""
     from search.reporting.exports import study_rows
+    from search.store import HOME_ENV, home
 
-    return table(
+    where = f"home {home()} (run state in its mlruns/; {HOME_ENV} sets another)\n"
+    return where + table(
         [
             "study",
             "dataset",

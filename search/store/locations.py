@@ -7,14 +7,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-RUNS_DIR = Path("mlruns")
+HOME_ENV = "CIFAR_SEARCH_HOME"
+# The checkout: cli.py, studies/ and, by default, the run state in mlruns/.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SQLITE_PREFIX = "sqlite:///"
+
+
+def home() -> Path:
+    """The one folder whose ``mlruns/`` holds the run state of every command, whatever the
+    current folder: ``$CIFAR_SEARCH_HOME``, else the project root (the checkout that holds
+    ``cli.py``), else, for an installed copy without one, the current folder."""
+    chosen = os.environ.get(HOME_ENV)
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    return PROJECT_ROOT if (PROJECT_ROOT / "cli.py").is_file() else Path.cwd().resolve()
+
+
+def runs_dir() -> Path:
+    """``<home>/mlruns``: the Optuna journals, the MLflow store, checkpoints."""
+    return home() / "mlruns"
 
 
 def journal_path(study_name: str) -> Path:
     """Absolute, so that every lock and link derived from it resolves the same way
     whatever the worker's current directory."""
-    return (RUNS_DIR / f"{study_name}.journal").resolve()
+    return runs_dir() / f"{study_name}.journal"
 
 
 def claim_lock_path(study_name: str, storage_url: str | None) -> Path | None:
@@ -31,7 +48,7 @@ def checkpoint_root(study_name: str, checkpoint_dir: str | os.PathLike | None = 
     """Where a study's checkpoints live: ``mlruns/checkpoints/<study>`` beside its state, or
     ``<checkpoint_dir>/<study>`` (``--checkpoint-dir``; every machine of a study must see
     the same folder for a lost trial to continue elsewhere). Absolute, like the journal."""
-    base = Path(checkpoint_dir) if checkpoint_dir else RUNS_DIR / "checkpoints"
+    base = Path(checkpoint_dir) if checkpoint_dir else runs_dir() / "checkpoints"
     return (base / study_name).resolve()
 
 
@@ -61,10 +78,10 @@ def train_checkpoint(out_dir: str | os.PathLike, fold: int | None) -> Path:
 
 
 def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store ``./mlruns/mlflow.db``
+    """``$MLFLOW_TRACKING_URI`` when set, else the SQLite store ``<home>/mlruns/mlflow.db``
     (as an absolute path: MLflow caches stores by URI, so a relative one would keep
     pointing at the first working directory's database)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(RUNS_DIR / "mlflow.db")
+    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(runs_dir() / "mlflow.db")
 
 
 def sqlite_uri(path: Path) -> str:

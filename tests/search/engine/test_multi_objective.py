@@ -171,6 +171,7 @@ def test_dashboard_shows_both_directions_and_the_front(work: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["CIFAR_SEARCH_HOME"] = str(work)
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "dashboard", "--study", "multi.toml"]
         + ["--port", str(port)],

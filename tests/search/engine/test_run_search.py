@@ -208,6 +208,7 @@ def test_test_split_never_read_during_search(tmp_path, monkeypatch, make_cifar10
         work = tmp_path / ("scrambled" if scrambled else "clean")
         data_dir = make_cifar10(work / "data", scramble_test=scrambled)
         monkeypatch.chdir(work)
+        monkeypatch.setenv("CIFAR_SEARCH_HOME", str(work))  # its mlruns/ there
         monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(work / "mlruns" / "mlflow.db"))
         path = write_study(work, "leak", **LEAK)
         outcome = engine.run_search(

@@ -19,6 +19,7 @@ from search.study import load_study
 def test_report_folder_has_every_section_and_valid_images(searched_copy, tmp_path, monkeypatch):
     # searched and retrained (the final retrain) by `cli.py search` in this folder
     monkeypatch.chdir(searched_copy)
+    monkeypatch.setenv("CIFAR_SEARCH_HOME", str(searched_copy))  # its mlruns/ there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(Path("mlruns/mlflow.db")))
     spec = load_study(str(searched_copy / "tiny.toml"))
     run_ablation(spec, seeds=[0, 1], artifacts=write_files)

@@ -99,6 +99,7 @@ def test_one_uninterrupted_worker_is_reproducible(tmp_path, monkeypatch, sampler
         folder = tmp_path / attempt
         folder.mkdir()
         monkeypatch.chdir(folder)
+        monkeypatch.setenv("CIFAR_SEARCH_HOME", str(folder))  # its mlruns/ there
         spec = spec_for(folder, sampler, space)
         study = worker(spec, folder)
         run_trials(study, spec, 8)
@@ -132,6 +133,7 @@ def test_qmc_workers_share_one_sequence(in_tmp, monkeypatch):
     alone = in_tmp / "alone"
     alone.mkdir()
     monkeypatch.chdir(alone)
+    monkeypatch.setenv("CIFAR_SEARCH_HOME", str(alone))  # its mlruns/ there
     single = worker(spec_for(alone, "qmc"), alone)
     run_trials(single, spec, 9)
     assert params_of(single) == params
