@@ -174,8 +174,15 @@ def searched_copy(searched: Path, tmp_path: Path) -> Iterator[Path]:
     forget_mlflow_runs()
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tool's cache (the empty MLflow store it copies) for this session, not ~/.cache."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def home_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def home_in_tmp_path(tmp_path: Path, session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test's run state goes to its own tmp_path/mlruns (``CIFAR_SEARCH_HOME``), never
     to the checkout's mlruns/; helpers that run a command elsewhere set their own."""
     monkeypatch.setenv("CIFAR_SEARCH_HOME", str(tmp_path))
+    monkeypatch.setenv("CIFAR_SEARCH_CACHE", str(session_cache))

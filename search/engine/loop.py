@@ -86,6 +86,11 @@ class SearchOutcome:
     parent_run_id: str
     target: int
     ran: int  # trials started by this call
+    # time.monotonic() when this call's first trial started (None: it ran none), when its
+    # last one ended, and when the end of the study (its figures) was done
+    first_trial_at: float | None = None
+    trials_ended_at: float = 0.0
+    ended_at: float = 0.0
 
 
 def apply_overrides(spec: StudySpec, overrides: Mapping[str, Any]) -> StudySpec:
@@ -240,6 +245,7 @@ def run_search(
     grace = options.heartbeat * GRACE_BEATS
     deadline = None if timeout is None else time.monotonic() + timeout
     ran, parent_status, waiting = 0, "FAILED", False
+    first_trial_at, trials_ended_at = None, time.monotonic()
     try:
         with claim:  # once per study, whichever worker gets here first
             enqueue_warm_start(study, spec, warm_start, on_warning, target)
@@ -264,6 +270,7 @@ def run_search(
                 # wait and look again rather than leave the study short by the lost trials.
                 wait = done + counts["running"] >= target
                 if not wait:
+                    first_trial_at = first_trial_at or time.monotonic()
                     study.optimize(
                         objective,
                         n_trials=1,
@@ -281,6 +288,7 @@ def run_search(
             ran += 1
             failures.check(study)
         parent_status = "FINISHED"
+        trials_ended_at = time.monotonic()
     except KeyboardInterrupt:
         parent_status = "KILLED"
         raise
@@ -293,7 +301,9 @@ def run_search(
             except Exception as exc:  # noqa: BLE001
                 on_warning(f"study plots not written: {type(exc).__name__}: {exc}")
         tracker.client.set_terminated(parent_id, status=parent_status)
-    return SearchOutcome(study, parent_id, target, ran)
+    return SearchOutcome(
+        study, parent_id, target, ran, first_trial_at, trials_ended_at, time.monotonic()
+    )
 
 
 def _check_system_metrics(on_warning: Callable[[str], None]) -> None:

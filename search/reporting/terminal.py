@@ -7,12 +7,16 @@ inside the functions that need them."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.reporting.text import metric_text, pct, table
+
+_IMPORTED = time.monotonic()  # process_age's fallback where /proc is missing
 
 if TYPE_CHECKING:
     import optuna
@@ -281,6 +285,34 @@ class SearchProgress:
                 f"{self.prefix}nothing to do: the study has its {outcome.target} finished "
                 f"trials (raise --n-trials to run more)"
             )
+        elif not self.prefix:
+            self.echo(time_line(outcome))
+
+
+def time_line(outcome: SearchOutcome) -> str:
+    """Where the command's time went: before the first trial (imports, data, stores), the
+    trials, and the end of the study (its figures)."""
+    now = time.monotonic()
+    started = now - process_age()
+    first = outcome.first_trial_at or outcome.trials_ended_at
+    parts = (
+        ("before the first trial", first - started),
+        ("trials", outcome.trials_ended_at - first),
+        ("end of study", outcome.ended_at - outcome.trials_ended_at),
+    )
+    spent = ", ".join(f"{what} {seconds:.1f}s" for what, seconds in parts)
+    return f"time: {outcome.ended_at - started:.1f}s ({spent})"
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up and imports included), from
+    Linux's /proc; elsewhere, since this module was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 def studies_table(storage_url: str | None = None, checkpoint_dir: str | None = None) -> str:

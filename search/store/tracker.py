@@ -20,7 +20,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from typing import Any
 from search.config import TrialConfig, format_value
 from search.errors import ConfigError
 from search.interrupts import deferred
-from search.store.locations import mask_credentials, sqlite_file, sqlite_uri, tracking_uri
+from search.store.empty_store import create_sqlite_store
+from search.store.locations import mask_credentials, sqlite_file, tracking_uri
 from search.store.locks import file_lock
 
 KIND = "cifar_search.kind"  # study | trial | final | ablation
@@ -81,7 +81,7 @@ class Tracker:
         self._lock_file = None if db is None else db.with_name(db.name + ".lock")
         with self._locked():
             if db is not None and not db.exists():
-                _create_sqlite_store(db)
+                create_sqlite_store(db)
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment(mlflow, create, db)
 
@@ -306,24 +306,6 @@ class Tracker:
             for r in runs
             if all(m in r.data.metrics for m in metrics)
         ]
-
-
-def _create_sqlite_store(db: Path) -> None:
-    """Create MLflow's SQLite store (tables and migrations) under a temporary name, then
-    move it into place: MLflow's migrations are not one transaction, and a worker killed in
-    the middle of them would leave a half-made store that every later run fails to open
-    ("table spans already exists"). The caller holds the store's creation lock."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    draft = db.with_name(db.name + ".creating")
-    draft.unlink(missing_ok=True)  # left by a creator that was killed
-    store = SqlAlchemyStore(sqlite_uri(draft), (db.parent / "artifacts").resolve().as_uri())
-    store.engine.dispose()
-    try:  # a link, unlike a rename, never replaces a store made meanwhile by another tool
-        os.link(draft, db)
-    except FileExistsError:
-        pass
-    draft.unlink()
 
 
 def _tensor_schema(image_shape: Sequence[int]) -> str:
