@@ -37,6 +37,10 @@ ALLOWED = {
     # the group class, process settings, the clean end on signals, train's config
     "cli_setup": {"errors", "config", "interrupts"},
     "cli_slurm_args": set(),  # the options of cli.py slurm: click only
+    # the Python API (from search import api): at the top, like cli.py
+    "api": LEAVES
+    | {"config", "training", "study", "store", "engine", "retrain", "ablation"}
+    | {"reporting", "perf", "cluster", "cli_args", "cli_setup", "cli_slurm_args"},
 }
 
 

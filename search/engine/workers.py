@@ -85,15 +85,16 @@ def worker_envs(workers: int, gpus: Sequence[str] | None, trials_per_gpu: int) -
     return envs
 
 
-def run_workers(argv: Sequence[str], envs: Sequence[dict]) -> list[int]:
+def run_workers(argv: Sequence[str], envs: Sequence[dict], stdout: int | None = None) -> list[int]:
     """Start one process per environment, wait for all and return their exit codes. Ctrl-C,
     SIGTERM or SIGUSR1 is passed on to every worker (each saves its trial's checkpoint,
     marks it FAIL "interrupted" with a retry to continue it, and exits with the signal's
-    code), then KeyboardInterrupt is raised once they have all ended."""
+    code), then KeyboardInterrupt is raised once they have all ended. ``stdout``: where
+    their output goes, as ``subprocess.Popen`` takes it (default: this process's)."""
     procs: list[subprocess.Popen] = []
     try:
         for env in envs:  # one by one, so that a signal meanwhile reaches those started
-            procs.append(subprocess.Popen(list(argv), env=env))
+            procs.append(subprocess.Popen(list(argv), env=env, stdout=stdout))
         return [p.wait() for p in procs]
     except KeyboardInterrupt:
         for p in procs:
@@ -134,10 +135,12 @@ def search_in_workers(
     gpus: Sequence[str] | None = None,
     trials_per_gpu: int = 1,
     on_start: Callable[[int], None] | None = None,
+    stdout: int | None = None,
 ) -> optuna.Study:
     """``search --workers`` / ``--gpus``: run ``script`` (``cli.py``) ``search`` on ``spec`` in
     worker processes sharing its storage (``worker_argv``, ``worker_envs``) and return the
-    study once every one has ended; ``on_start(n)`` is told how many start. Raises
+    study once every one has ended; ``on_start(n)`` is told how many start; ``stdout`` is
+    where their output goes (``run_workers``). Raises
     ``WorkersFailed`` when one failed, and ``KeyboardInterrupt`` after Ctrl-C / SIGTERM,
     passed on to every worker (``run_workers``)."""
     # What every worker would find wrong, found once here: --set values, the stored
@@ -150,7 +153,7 @@ def search_in_workers(
     envs = worker_envs(workers, gpus, trials_per_gpu)
     if on_start is not None:
         on_start(len(envs))
-    codes = run_workers(argv, envs)
+    codes = run_workers(argv, envs, stdout)
     if any(codes):
         raise WorkersFailed(codes)
     return open_study(spec, options.storage, create=False)
