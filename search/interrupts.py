@@ -31,7 +31,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-GRACE_S = 6.0  # a worker's clean-up after a signal, at most (4 s to spare of the 10 s allowed)
+# A worker's clean-up after a signal, at most (4 s to spare of the 10 s allowed); a SLURM
+# job whose warning comes minutes ahead gives it more (CIFAR_SEARCH_GRACE_S, set by
+# cli.py slurm's scripts).
+GRACE_S = float(os.environ.get("CIFAR_SEARCH_GRACE_S") or 6.0)
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # every code a command interrupted by one of STOP_SIGNALS exits with

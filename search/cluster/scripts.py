@@ -113,24 +113,36 @@ def _worker_command(command: StudyCommand, options: SlurmOptions, argv: Sequence
     return text
 
 
+_EARLY_TRAPS = """\
+# SLURM's warning (SIGUSR1) before the worker has started: requeue at once, nothing to save.
+# Preemption or scancel (SIGTERM) before it: just end.
+trap 'echo "[$(date -Is)] SIGUSR1 before the worker started: requeue"; requeued=1; \\
+  scontrol requeue "{job}"; exit 0' USR1
+"""
+
 _RUN_AND_REQUEUE = """\
-# The worker runs in the background so that this shell can pass SLURM's warning signal on
-# (bash runs a trap only once the foreground command has ended). On SIGUSR1 the worker saves
-# its trial at the next batch and exits with {stopped}; then this task requeues itself and,
-# when it runs again, continues that trial from the saved batch.
+# The worker runs in the background so that this shell can pass SLURM's signals on (bash
+# runs a trap only once the foreground command has ended). On SIGUSR1 (the time limit is
+# near) the worker saves its trial at the next batch and exits with {stopped}; then this task
+# requeues itself and, when it runs again, continues that trial from the saved batch. On
+# SIGTERM (preemption, scancel, the limit itself) it saves the same way and exits 143.
 {command} &
 worker=$!
-trap 'echo "[$(date -Is)] SIGUSR1: time limit or preemption ahead, saving"; kill -USR1 $worker' USR1
-wait $worker
-status=$?
-while [ $status -gt 128 ] && kill -0 $worker 2>/dev/null; do  # the trap interrupted wait
+trap 'echo "[$(date -Is)] SIGUSR1: time limit ahead, saving"; kill -USR1 $worker' USR1
+trap 'echo "[$(date -Is)] SIGTERM: saving"; kill -TERM $worker' TERM
+status=
+while [ -z "$status" ]; do
   wait $worker
-  status=$?
+  code=$?
+  kill -0 $worker 2>/dev/null && continue  # a trap interrupted wait: the worker still runs
+  wait $worker 2>/dev/null  # its own exit code, which bash keeps (127: already reported)
+  again=$?
+  status=$([ $again -ne 127 ] && echo $again || echo $code)
 done
 echo "[$(date -Is)] worker ended with exit code $status"
 if [ $status -eq {stopped} ]; then
   requeued=1  # back to PENDING; when it runs again it continues where this one stopped
-  scontrol requeue "{job}"
+  scontrol requeue "{job}" || exit $status
   exit 0
 fi
 exit $status
@@ -146,7 +158,7 @@ for wait in $(seq 60); do  # up to 10 minutes
 done
 if [ ! -s "$address_file" ]; then
   echo "no MLflow server: see the mlflow-server-*.log beside $address_file"
-  exit 1
+  exit 1  # nothing was started: rerun submit.sh once the server runs
 fi
 export MLFLOW_TRACKING_URI="$(cat "$address_file")"
 echo "[$(date -Is)] MLflow at $MLFLOW_TRACKING_URI"
@@ -158,6 +170,10 @@ def _prologue(command: StudyCommand, folder: Path, options: SlurmOptions, what: 
         "set -u",
         f"cd {shlex.quote(str(command.project))}",
         f"export CIFAR_SEARCH_HOME={shlex.quote(str(command.project))}  # where mlruns/ is",
+        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}  # the cores SLURM gave, not the node's",
+        # the worker may take most of the warning to save (a large checkpoint on a busy
+        # shared filesystem), not only the default few seconds
+        f"export CIFAR_SEARCH_GRACE_S={max(6, options.signal_seconds - 30)}",
         f'echo "[$(date -Is)] {what} on $(hostname), start ${{SLURM_RESTART_COUNT:-0}}"',
     ]
     text = "\n".join(lines) + "\n"
@@ -191,6 +207,7 @@ def workers_script(study: str, folder: Path, options: SlurmOptions, command: Stu
             *_resources(options),
             *_requeue_lines(options.signal_seconds),
             "",
+            _EARLY_TRAPS.format(job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"),
             _prologue(
                 command, folder, options, "worker ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
             ),
@@ -228,8 +245,9 @@ def final_script(study: str, folder: Path, options: SlurmOptions, command: Study
             *_resources(options),
             *_requeue_lines(options.signal_seconds),
             "",
-            _prologue(command, folder, options, "final job ${SLURM_JOB_ID}"),
             stop_server,
+            _EARLY_TRAPS.format(job="${SLURM_JOB_ID}"),
+            _prologue(command, folder, options, "final job ${SLURM_JOB_ID}"),
             body,
         ]
     )
@@ -238,7 +256,7 @@ def final_script(study: str, folder: Path, options: SlurmOptions, command: Study
 def server_script(study: str, folder: Path, options: SlurmOptions, command: StudyCommand) -> str:
     """The MLflow server: one process writes the study's SQLite store on the shared
     filesystem; every worker logs to it over HTTP and writes artifacts to the shared folder."""
-    time = options.server_time or options.time
+    time = options.server_time  # default: the partition's, for it must outlive the study
     header = sbatch_header(
         f"{study}-mlflow", str(folder / "mlflow-server-%j.log"), options, time=time
     )
@@ -257,14 +275,14 @@ def server_script(study: str, folder: Path, options: SlurmOptions, command: Stud
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task=1
 #SBATCH --mem=2G
-{chr(10).join(_requeue_lines(60))}
 
 set -u
 cd {shlex.quote(str(command.project))}
 store={store}
 artifacts={artifacts}
 address={address}
-port=$((20000 + SLURM_JOB_ID % 20000))  # one port per job: servers of other studies differ
+# a port free on this node now (another study's server may run here too)
+port=$({python} -c "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])")
 # --workers 1: a single process writes the SQLite file. --allowed-hosts: the workers call
 # it by this node's name, which MLflow's DNS-rebinding guard refuses unless listed.
 {python} -m mlflow server --backend-store-uri "$store" \\
@@ -272,10 +290,10 @@ port=$((20000 + SLURM_JOB_ID % 20000))  # one port per job: servers of other stu
     --host 0.0.0.0 --port $port --workers 1 \\
     --allowed-hosts "$(hostname):$port,$(hostname -f):$port,localhost:$port,127.0.0.1:$port" &
 server=$!
-# At this job's own time limit: stop, unpublish, requeue (workers retry MLflow meanwhile).
-trap 'kill $server; wait $server; rm -f "$address"; scontrol requeue "$SLURM_JOB_ID"; exit 0' USR1
+# Ended (the final job's scancel, or this job's time limit): unpublish the address.
+trap 'kill $server 2>/dev/null; wait $server; rm -f "$address"; exit 0' TERM INT
 health="import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health')"
-until {python} -c "$health" 2>/dev/null; do
+until {python} -c "$health" 2>/dev/null && kill -0 $server 2>/dev/null; do  # ours answers
   kill -0 $server 2>/dev/null || {{ echo "the MLflow server did not start"; exit 1; }}
   sleep 2
 done
@@ -293,9 +311,15 @@ def submit_script(study: str, folder: Path, options: SlurmOptions) -> str:
     after = ""
     if options.mlflow_server:
         server = (
-            f"rm -f {q(ADDRESS_FILE)}  # an address from an earlier submission is stale\n"
-            "server=$(sbatch --parsable mlflow-server.sbatch | cut -d';' -f1)\n"
-            'echo "MLflow server job: $server"\n'
+            "# one server per study: a second one would write the same SQLite file\n"
+            f"server=$(squeue -h -n {q(study + '-mlflow')} -o %i | head -1)\n"
+            'if [ -n "$server" ]; then\n'
+            '  echo "MLflow server job: $server (already running: reused)"\n'
+            "else\n"
+            f"  rm -f {q(ADDRESS_FILE)}  # an address from an earlier submission is stale\n"
+            "  server=$(sbatch --parsable mlflow-server.sbatch | cut -d';' -f1)\n"
+            '  echo "MLflow server job: $server"\n'
+            "fi\n"
         )
         after = '--dependency=after:"$server" '  # workers start once the server job runs
         final_export = '--export=ALL,CIFAR_SEARCH_MLFLOW_JOB="$server" '

@@ -20,15 +20,10 @@ from search.cluster.scripts import (
     workers_script,
 )
 from search.engine import SearchOptions, apply_overrides
-from search.engine.loop import refuse_shared_sqlite_tracking
 from search.engine.workers import worker_argv
 from search.errors import ConfigError
-from search.store import home, journal_path, runs_dir, sqlite_file
-from search.store.filesystems import (
-    SAFE_STORAGES,
-    refuse_local_only_flock,
-    refuse_sqlite_on_network,
-)
+from search.store import home, runs_dir, sqlite_file, sqlite_uri
+from search.store.filesystems import refuse_unsafe_sharing
 from search.study import StudySpec
 
 SLURM_DIR = "slurm"  # <home>/slurm/<study>/ (beside mlruns/) holds the scripts and the logs
@@ -54,6 +49,12 @@ def time_limit_seconds(text: str) -> int:
 
 
 def check_options(options: SlurmOptions) -> None:
+    if options.trials_per_gpu > 1 and not options.gpus_per_worker:
+        raise ConfigError(
+            "several trials per GPU need GPUs: set --gpus-per-worker",
+            key="--trials-per-gpu",
+            value=options.trials_per_gpu,
+        )
     for what in ("time", "server_time"):
         value = getattr(options, what)
         if value is None:
@@ -69,20 +70,18 @@ def check_options(options: SlurmOptions) -> None:
 
 
 def check_stores(spec: StudySpec, search: SearchOptions, options: SlurmOptions) -> None:
-    """Refuse, before anything is written, stores that several nodes cannot share."""
-    if search.storage is None:
-        refuse_local_only_flock(journal_path(spec.name))
-    elif (database := sqlite_file(search.storage)) is not None:
-        refuse_sqlite_on_network(database, "--storage", search.storage, SAFE_STORAGES)
-    if not options.mlflow_server:  # the workers write MLflow themselves
-        refuse_shared_sqlite_tracking()
+    """Refuse, before anything is written, stores that several nodes cannot share (the
+    MLflow store is the server job's alone, unless there is none)."""
+    refuse_unsafe_sharing(
+        spec.name, search.storage, across_nodes=True, tracking=not options.mlflow_server
+    )
 
 
 def study_command(script: Path, spec: StudySpec, search: SearchOptions) -> StudyCommand:
     """The jobs run ``script`` (``cli.py``) in the home (``store.home``: the run state in
     ``mlruns/``), whatever folder SLURM starts them in."""
     study_file = Path(spec.path).resolve()
-    worker = worker_argv(script.resolve(), study_file, search)
+    worker = worker_argv(script.resolve(), study_file, absolute_paths(search))
     final = [a for a in worker if a != "--no-retrain"]
     return StudyCommand(
         project=home(),
@@ -90,6 +89,21 @@ def study_command(script: Path, spec: StudySpec, search: SearchOptions) -> Study
         final_argv=final,
         python=worker[0],
         runs_dir=runs_dir(),
+    )
+
+
+def absolute_paths(search: SearchOptions) -> SearchOptions:
+    """The jobs start in the home, not in the folder ``slurm`` was called from: paths as
+    typed there (``--data-dir data``, ``--storage sqlite:///o.db``) are made absolute."""
+    database = sqlite_file(search.storage) if search.storage else None
+    query = "?" + search.storage.split("?", 1)[1] if database and "?" in search.storage else ""
+    return dataclasses.replace(
+        search,
+        data_dir=str(Path(search.data_dir).resolve()) if search.data_dir else None,
+        checkpoint_dir=str(Path(search.checkpoint_dir).resolve())
+        if search.checkpoint_dir
+        else None,
+        storage=search.storage if database is None else sqlite_uri(database) + query,
     )
 
 

@@ -44,6 +44,7 @@ RESUMED_AT_ATTR = "checkpoint_resumed_at"
 # a row: a config that kills its worker every time must not loop forever.
 NO_PROGRESS_ATTR = "retries_without_progress"
 MAX_NO_PROGRESS = 2
+MAX_INTERRUPTED_NO_PROGRESS = 3  # more for retries stopped by a signal (they lost nothing)
 HOST = socket.gethostname()
 # Where a trial ran, recorded on it (user attributes, and ``cifar_search.<name>`` tags on its
 # MLflow run): the node, and under SLURM the job, array task and requeue count, which name
@@ -207,7 +208,8 @@ def retry_lost_trial(
     ``RETRY_ATTR``. A retry that is lost in turn is retried if it made progress (saved a
     checkpoint past where it started); one lost before saving anything new is retried
     ``MAX_NO_PROGRESS`` times in a row, then given up. An ``interrupted`` trial (a signal: it
-    saved its exact position, and no fault of its own stopped it) is always continued. Also
+    saved its exact position, and no fault of its own stopped it) is continued a few times
+    more (``MAX_INTERRUPTED_NO_PROGRESS``) before it is given up for the same reason. Also
     Optuna's stale-trial callback on RDB storages, so that both storages mark retries the
     same way."""
     # A trial lost before it suggested anything still has the parameters it was enqueued
@@ -218,9 +220,11 @@ def retry_lost_trial(
     ):
         return  # nothing to rerun, or retried already (an interrupted worker that then died)
     in_a_row = 0
-    if RETRY_ATTR in trial.user_attrs and not interrupted and not made_progress(trial):
+    if RETRY_ATTR in trial.user_attrs and not made_progress(trial):
         in_a_row = trial.user_attrs.get(NO_PROGRESS_ATTR, 0) + 1
-        if in_a_row > MAX_NO_PROGRESS:
+        # stopped by a signal, it lost nothing; but stopped every time before it saved
+        # anything (a start-up longer than the time limit), it would loop forever
+        if in_a_row > MAX_NO_PROGRESS + (MAX_INTERRUPTED_NO_PROGRESS if interrupted else 0):
             return
     attrs = {RETRY_ATTR: trial.number, **({NO_PROGRESS_ATTR: in_a_row} if in_a_row else {})}
     attrs.update({k: v for k, v in trial.user_attrs.items() if k == WARM_START_FROM})

@@ -37,12 +37,10 @@ from search.store import (
     checkpoint_root,
     claim_lock_path,
     open_storage,
-    sqlite_file,
     state_counts,
     storage_label,
-    tracking_uri,
 )
-from search.store.filesystems import SAFE_TRACKING, refuse_sqlite_on_network
+from search.store.filesystems import refuse_unsafe_sharing
 from search.store.tracker import gpu_metrics_available, require_system_metrics
 from search.study import StudySpec, make_pruner, study_sampler
 from search.study.objectives import best_value, directions_of
@@ -169,15 +167,6 @@ def several_writers() -> bool:
     return bool(os.environ.get(WORKER_ENV) or os.environ.get("SLURM_ARRAY_JOB_ID"))
 
 
-def refuse_shared_sqlite_tracking() -> None:
-    """A one-line ConfigError when several writers would share an MLflow SQLite file on a
-    network filesystem (one process alone, such as an ``mlflow server``, may write it)."""
-    uri = tracking_uri()
-    database = sqlite_file(uri)
-    if database is not None:
-        refuse_sqlite_on_network(database, "MLFLOW_TRACKING_URI", uri, SAFE_TRACKING)
-
-
 def study_tags(spec: StudySpec, storage_url: str | None) -> dict[str, str]:
     tags = {f"study.{k}": v for k, v in spec.settings().items()}
     tags["storage"] = storage_label(spec.name, storage_url)
@@ -213,7 +202,8 @@ def run_search(
     if options.system_metrics:
         _check_system_metrics(on_warning)
     if several_writers():
-        refuse_shared_sqlite_tracking()
+        across_nodes = bool(os.environ.get("SLURM_ARRAY_JOB_ID"))
+        refuse_unsafe_sharing(spec.name, options.storage, across_nodes=across_nodes)
     dataset = load_dataset(spec.base_config(), options.data_dir)
     warm_start = warm_start_trials(spec, options.storage)
     study = open_study(spec, options.storage, heartbeat=options.heartbeat)

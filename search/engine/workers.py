@@ -24,10 +24,10 @@ from search.engine.loop import (
     SearchOptions,
     apply_overrides,
     open_study,
-    refuse_shared_sqlite_tracking,
 )
 from search.engine.warm_start import warm_start_trials
 from search.interrupts import GRACE_S, INTERRUPTED_CODES
+from search.store.filesystems import refuse_unsafe_sharing
 from search.training import threads_per_process
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def search_in_workers(
     # What every worker would find wrong, found once here: --set values, the stored
     # study's objectives, the warm start's source (one error line, not one per worker).
     checked = apply_overrides(spec, options.overrides)
-    refuse_shared_sqlite_tracking()
+    refuse_unsafe_sharing(spec.name, options.storage, across_nodes=False)  # one node
     warm_start_trials(checked, options.storage)
     open_study(checked, options.storage, heartbeat=options.heartbeat)
     argv = worker_argv(script, spec.path, options, on_gpus=bool(gpus))

@@ -241,19 +241,15 @@ def study_rows(
 
 
 def waiting_to_continue(study: Any, root: Path) -> list[int]:
-    """The trials whose checkpoint folders wait for a worker to continue them: folders of
-    trials no longer RUNNING (lost, or stopped by a signal such as SLURM's time-limit
-    warning); the study's next worker continues each from its last checkpoint."""
+    """The trials whose checkpoint folders wait for a worker to continue them: FAIL trials
+    (lost, or stopped by a signal such as SLURM's time-limit warning) whose folder no retry
+    has taken over yet; the study's next worker continues each from its last checkpoint."""
     from optuna.trial import TrialState
 
     from search.store.locations import trial_checkpoints
 
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    return [
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if t.number not in running and trial_checkpoints(root, t.number).is_dir()
-    ]
+    lost = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return [t.number for t in lost if trial_checkpoints(root, t.number).is_dir()]
 
 
 def _waiting_text(numbers: list[int]) -> str:

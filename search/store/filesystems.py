@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.errors import ConfigError
+from search.store.locations import journal_path, sqlite_file, tracking_uri
 
 # The mount table to read; tests point it at a made-up one to stand for a cluster's mounts.
 MOUNTINFO_ENV = "CIFAR_SEARCH_MOUNTINFO"
@@ -73,7 +74,9 @@ def mount_of(path: str | os.PathLike) -> Mount | None:
         return None
     target = _existing(Path(path))
     best = None
-    for mount in mounts:  # later mounts shadow earlier ones on the same point
+    # the deepest mount point holding the path (of mounts stacked on one point, the later
+    # line); mountinfo lists mounts by id, not in mount order, so no more is read from order
+    for mount in mounts:
         point = mount.point.rstrip("/") or "/"
         inside = target == point or target.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= len(best.point.rstrip("/") or "/")):
@@ -91,12 +94,19 @@ def parse_mountinfo(text: str) -> list[Mount]:
         dash = fields.index("-", 6)
         if len(fields) < dash + 3:
             continue
-        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        point = _unescape(fields[4])
         options = fields[5].split(",") + (
             fields[dash + 3].split(",") if len(fields) > dash + 3 else []
         )
         mounts.append(Mount(point, fields[dash + 1], frozenset(options)))
     return mounts
+
+
+def _unescape(text: str) -> str:
+    """The kernel writes space, tab, newline and backslash in mount points as octal."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        text = text.replace(code, char)
+    return text
 
 
 def _existing(path: Path) -> str:
@@ -144,3 +154,20 @@ def local_only_flock(mount: Mount) -> str | None:
         how = "localflock" if "localflock" in options else "without -o flock"
         return f"{mount.point} is Lustre mounted {how}"
     return None
+
+
+def refuse_unsafe_sharing(
+    study_name: str, storage_url: str | None, *, across_nodes: bool, tracking: bool = True
+) -> None:
+    """Before several workers share a study's stores: a one-line ConfigError for SQLite
+    (the Optuna storage, or with ``tracking`` the MLflow store) on a network filesystem,
+    and, ``across_nodes`` (a SLURM array), for a journal whose lock is node-local. One
+    process alone, or workers on one node sharing a journal, are fine as they are."""
+    if storage_url is None:
+        if across_nodes:
+            refuse_local_only_flock(journal_path(study_name))
+    elif (database := sqlite_file(storage_url)) is not None:
+        refuse_sqlite_on_network(database, "--storage", storage_url, SAFE_STORAGES)
+    uri = tracking_uri()
+    if tracking and (database := sqlite_file(uri)) is not None:
+        refuse_sqlite_on_network(database, "MLFLOW_TRACKING_URI", uri, SAFE_TRACKING)

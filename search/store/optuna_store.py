@@ -26,12 +26,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError
-from search.store.filesystems import (
-    SAFE_STORAGES,
-    refuse_local_only_flock,
-    refuse_sqlite_on_network,
-)
-from search.store.locations import journal_path, mask_credentials, sqlite_file
+from search.store.locations import journal_path, mask_credentials
 from search.store.locks import FlockJournalLock
 
 CREATE_ATTEMPTS = 5  # tries to open an RDB storage that other workers are creating
@@ -108,15 +103,10 @@ def open_storage(
                 key="study",
                 value=study_name,
             )
-        if create:  # several nodes may append to it: their locks must see each other
-            refuse_local_only_flock(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalStorage
 
         return JournalStorage(JournalFile(path))
-    database = sqlite_file(url)
-    if create and database is not None:  # a study's storage is shared by its workers
-        refuse_sqlite_on_network(database, "--storage", url, SAFE_STORAGES)
     try:
         return _rdb_storage(url, liveness)
     except Exception as exc:  # driver missing, server down, bad URL: one clear line

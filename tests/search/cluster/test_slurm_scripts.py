@@ -54,6 +54,8 @@ def test_the_scripts_ask_slurm_for_the_warning_signal_and_requeue(tmp_path, stud
     ):
         assert line in workers, line
     assert f"cd {tmp_path.resolve()}" in workers  # where mlruns/ is, wherever SLURM starts
+    assert "trap 'echo \"[$(date -Is)] SIGTERM: saving\"; kill -TERM $worker' TERM" in workers
+    assert "export CIFAR_SEARCH_GRACE_S=210" in workers  # most of the 240 s warning
     assert f"{sys.executable} {Path('cli.py').resolve()} search" in workers
     for option in ("--no-retrain", "--set optim.epochs=3", "--heartbeat 30.0"):
         assert option in workers
@@ -63,6 +65,24 @@ def test_the_scripts_ask_slurm_for_the_warning_signal_and_requeue(tmp_path, stud
     assert "--no-retrain" not in final and "--set optim.epochs=3" in final
     submit = (folder / "submit.sh").read_text()
     assert "--dependency=afterany:" in submit and "--dependency=after:" in submit
+    assert "already running: reused" in submit  # never two servers on one store
+    server = (folder / "mlflow-server.sbatch").read_text()
+    assert "requeue" not in server and "--time" not in server  # outlives the study
+
+
+def test_relative_paths_reach_the_jobs_absolute(tmp_path, study_file):
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    study = study_file(study={"n_trials": 4})
+    result = run_cli(
+        "slurm", "--study", study, "--data-dir", "data", "--checkpoint-dir", "ckpt",
+        "--storage", "sqlite:///o.db?timeout=60", cwd=caller, env={"CIFAR_SEARCH_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    workers = (tmp_path / "slurm" / "tiny" / "workers.sbatch").read_text()
+    assert f"--data-dir {caller / 'data'}" in workers
+    assert f"--checkpoint-dir {caller / 'ckpt'}" in workers
+    assert f"--storage 'sqlite:///{caller / 'o.db'}?timeout=60'" in workers
 
 
 def test_with_a_tracking_uri_of_its_own_no_server_job_is_written(tmp_path, study_file):
@@ -82,6 +102,7 @@ def test_with_a_tracking_uri_of_its_own_no_server_job_is_written(tmp_path, study
         (["--time", "5:00", "--signal-seconds", "300"], "--signal-seconds = 300: the warning"),
         (["--set", "optim.lr=0.1"], "optim.lr"),  # a searched key cannot be fixed
         (["--workers", "0"], "--workers"),
+        (["--gpus-per-worker", "0", "--trials-per-gpu", "2"], "--trials-per-gpu = 2"),
     ],
 )
 def test_bad_options_are_one_line_and_nothing_is_written(tmp_path, study_file, args, message):

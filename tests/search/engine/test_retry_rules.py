@@ -8,6 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.engine.coordination import (
+    MAX_INTERRUPTED_NO_PROGRESS,
     MAX_NO_PROGRESS,
     NO_PROGRESS_ATTR,
     PROGRESS_ATTR,
@@ -60,6 +61,9 @@ def test_a_lost_trial_is_retried_once_even_if_found_lost_twice():
         ([2, 0], [2, 0], 0, False, True),  # killed before its next checkpoint: once more
         ([2, 0], [2, 0], MAX_NO_PROGRESS, False, False),  # again and again: a crash loop
         ([2, 0], [2, 0], MAX_NO_PROGRESS, True, True),  # stopped by a signal: lost nothing
+        # ... but stopped every time before saving anything: not forever
+        ([2, 0], [2, 0], MAX_NO_PROGRESS + MAX_INTERRUPTED_NO_PROGRESS, True, False),
+        ([2, 0], [3, 0], 9, True, True),  # it saved something: the count starts again
         (None, None, 0, False, True),  # died before it took its checkpoint over
     ],
 )

@@ -15,6 +15,7 @@ from search.store.filesystems import (
     mount_of,
     parse_mountinfo,
     refuse_local_only_flock,
+    refuse_unsafe_sharing,
 )
 
 REAL = Path("/proc/self/mountinfo")
@@ -75,20 +76,29 @@ def test_which_mounts_lock_the_journal_across_nodes(tmp_path, fstype, options, p
     assert (found is None) if problem is None else (problem in found)
 
 
-def test_sqlite_on_nfs_is_refused_and_nothing_is_created(tmp_path, monkeypatch):
+def test_sqlite_on_nfs_is_refused_for_shared_use_only(tmp_path, monkeypatch):
     monkeypatch.setenv(MOUNTINFO_ENV, str(_table(tmp_path, (str(tmp_path), "nfs4", "rw"))))
     database = tmp_path / "db" / "optuna.db"
     url = f"sqlite:///{database}"
     with pytest.raises(ConfigError) as err:
-        open_storage("s", url)
+        refuse_unsafe_sharing("s", url, across_nodes=False, tracking=False)
     text = str(err.value)
     assert text.startswith(f"--storage = '{url}': SQLite on a network filesystem (nfs4")
     assert "journal" in text and "postgresql" in text and "\n" not in text
-    assert not database.parent.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI .* MLflow server"):
+        refuse_unsafe_sharing("s", None, across_nodes=False)
+    # one process alone may use SQLite on its NFS home: opening the storage is not refused
+    database.parent.mkdir()
+    open_storage("s", url)
+    assert database.exists()
 
 
-def test_a_journal_on_a_node_local_lock_is_refused(tmp_path, monkeypatch):
+def test_a_journal_on_a_node_local_lock_is_refused_across_nodes_only(tmp_path, monkeypatch):
     table = _table(tmp_path, (str(tmp_path), "lustre", "rw,localflock"))
     monkeypatch.setenv(MOUNTINFO_ENV, str(table))
     with pytest.raises(ConfigError, match="Lustre mounted localflock"):
         refuse_local_only_flock(tmp_path / "mlruns" / "s.journal")
+    with pytest.raises(ConfigError, match="journal = .*other nodes"):
+        refuse_unsafe_sharing("s", None, across_nodes=True, tracking=False)
+    refuse_unsafe_sharing("s", None, across_nodes=False, tracking=False)  # one node: fine
