@@ -447,7 +447,7 @@ def test_workers_share_the_cpu_cores(monkeypatch):
     from search.engine import worker_envs
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))  # 16 cores given
     assert {e["OMP_NUM_THREADS"] for e in worker_envs(4, None, 1)} == {"4"}
     assert {e["OMP_NUM_THREADS"] for e in worker_envs(1, ["0", "1"], 4)} == {"2"}
     assert {e["OMP_NUM_THREADS"] for e in worker_envs(32, None, 1)} == {"1"}

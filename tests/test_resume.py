@@ -21,6 +21,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+from in_process import isolated
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from resilience_helpers import env_for, finished, mlflow_trial_runs, spawn_cli
@@ -28,6 +29,7 @@ from tiny_study import write_study
 
 from search.config import TrialConfig
 from search.engine.coordination import PROGRESS_ATTR, RESUMED_AT_ATTR
+from search.reporting import study_rows
 from search.store import config_of
 from search.store.checkpoints import SLOW_WRITE_ENV
 from search.training import final_run, load_dataset, validate
@@ -221,9 +223,9 @@ def test_sigterm_and_sigusr1_mid_epoch_save_the_batch_and_lose_nothing(tmp_path,
     assert stopped.user_attrs["node"] == socket.gethostname()  # where it ran, recorded
     (run,) = mlflow_trial_runs(tmp_path)[stopped.number]
     assert run.data.tags["cifar_search.node"] == socket.gethostname()
-    listing = spawn_cli(tmp_path, "studies")
-    out, _ = listing.communicate(timeout=120)
-    assert f"1 (trial {stopped.number})" in out, out  # studies: waiting to continue
+    with isolated(tmp_path):  # the studies command's rows, for the test's own study folder
+        (row,) = study_rows(None, tmp_path)
+    assert row[6] == f"1 (trial {stopped.number})", row  # waiting to continue
 
     rerun = _search(tmp_path)
     _, err = rerun.communicate(timeout=300)
