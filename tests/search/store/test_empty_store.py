@@ -14,11 +14,19 @@ from search.store.empty_store import _migrate, cache_dir, create_sqlite_store
 
 
 def _schema(db: Path) -> tuple:
+    """Tables with their columns, indexes, the migration and the experiments. Not the
+    CREATE statements' text: MLflow's table rebuilds order their constraints differently
+    from one run to the next (a set's order), in a copy and in a new migration alike."""
     with contextlib.closing(sqlite3.connect(db)) as con:
-        tables = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        names = con.execute("SELECT type, name FROM sqlite_master ORDER BY type, name").fetchall()
+        columns = {
+            name: con.execute(f'PRAGMA table_info("{name}")').fetchall()
+            for kind, name in names
+            if kind == "table"
+        }
         version = con.execute("SELECT version_num FROM alembic_version").fetchall()
         experiments = con.execute("SELECT experiment_id, name FROM experiments").fetchall()
-    return tables, version, experiments
+    return names, columns, version, experiments
 
 
 def _default_artifacts(db: Path) -> str:
