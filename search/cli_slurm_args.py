@@ -1,5 +1,6 @@
 """The options of ``cli.py slurm`` (``search.cluster.SlurmOptions``), defined once as in
-``cli_args`` and applied together by ``SLURM_JOB``. Light like ``cli_args``: click only."""
+``cli_args`` and applied together by ``SLURM_JOB``. Light like ``cli_args``: it imports
+click and ``cli_args`` only."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ from functools import partial
 
 import click
 
+from search.cli_args import WORKERS
+
 SLURM_WORKERS = partial(
-    click.option,
-    "--workers",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="array tasks: one worker of the study each (scale by raising it)",
+    WORKERS, default=2, help="array tasks: one worker of the study each (scale by raising it)"
 )
 SLURM_JOB_OPTIONS = [
     partial(click.option, "--partition", help="#SBATCH --partition (default: the cluster's)"),

@@ -36,7 +36,7 @@ ALLOWED = {
     "cli_args": {"errors", "config", "study"},
     # the group class, process settings, the clean end on signals, train's config
     "cli_setup": {"errors", "config", "interrupts"},
-    "cli_slurm_args": set(),  # the options of cli.py slurm: click only
+    "cli_slurm_args": {"cli_args"},  # the options of cli.py slurm: click and cli_args
     # the Python API (from search import api): at the top, like cli.py
     "api": LEAVES
     | {"config", "training", "study", "store", "engine", "retrain", "ablation"}

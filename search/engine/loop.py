@@ -164,7 +164,12 @@ def open_study(
 def several_writers() -> bool:
     """Whether other processes of this study write its stores now: a ``--workers`` worker,
     or a task of a SLURM job array (``cli.py slurm``)."""
-    return bool(os.environ.get(WORKER_ENV) or os.environ.get("SLURM_ARRAY_JOB_ID"))
+    return bool(os.environ.get(WORKER_ENV) or in_slurm_array())
+
+
+def in_slurm_array() -> bool:
+    """A task of a SLURM job array: other tasks of the study may run on other nodes."""
+    return bool(os.environ.get("SLURM_ARRAY_JOB_ID"))
 
 
 def study_tags(spec: StudySpec, storage_url: str | None) -> dict[str, str]:
@@ -202,8 +207,7 @@ def run_search(
     if options.system_metrics:
         _check_system_metrics(on_warning)
     if several_writers():
-        across_nodes = bool(os.environ.get("SLURM_ARRAY_JOB_ID"))
-        refuse_unsafe_sharing(spec.name, options.storage, across_nodes=across_nodes)
+        refuse_unsafe_sharing(spec.name, options.storage, across_nodes=in_slurm_array())
     dataset = load_dataset(spec.base_config(), options.data_dir)
     warm_start = warm_start_trials(spec, options.storage)
     study = open_study(spec, options.storage, heartbeat=options.heartbeat)

@@ -13,6 +13,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from search.store.locations import sqlite_uri
+
 CACHE_ENV = "CIFAR_SEARCH_CACHE"
 
 
@@ -60,8 +62,6 @@ def _template() -> Path:
 
 def _migrate(path: Path, artifacts: Path) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    from search.store.locations import sqlite_uri
 
     store = SqlAlchemyStore(sqlite_uri(path), artifacts.resolve().as_uri())
     store.engine.dispose()
