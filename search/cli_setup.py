@@ -7,11 +7,13 @@ Light on purpose, like ``cli_args``: click and ``search.errors`` at module level
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -24,7 +26,19 @@ if TYPE_CHECKING:
 class Commands(click.Group):
     """Turns user errors into one line on stderr and exit code 2, never a traceback: our
     own (``ConfigError``) and click's usage errors (a value out of range, an unknown
-    option), which click would print as three lines of usage and error."""
+    option), which click would print as three lines of usage and error.
+
+    Run as the program (``python cli.py``, ``cifar-search``: arguments from ``sys.argv``),
+    it ends the process with ``exit_now``; called with arguments (click's test runner, a
+    script), it returns or raises ``SystemExit`` as any click group does."""
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **options: Any) -> Any:
+        if args is not None or not options.get("standalone_mode", True):
+            return super().main(args, *rest, **options)
+        try:
+            super().main(None, *rest, **options)
+        except SystemExit as done:
+            exit_now(done.code)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -36,6 +50,31 @@ class Commands(click.Group):
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
             click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
             ctx.exit(2)
+
+
+def exit_now(code: object) -> NoReturn:
+    """End the process as ``sys.exit(code)`` does, without the interpreter's tear-down:
+    freeing the modules of torch, MLflow and their dependencies takes 1-2 s after a
+    command's last line (``benchmarks/startup.py``), in every command and every worker
+    process, and does nothing a finished command needs. What ending does need still
+    happens, in Python's order: other non-daemon threads are joined, the exit handlers run
+    (logging flushed, temporary folders removed, MLflow's own), stdout and stderr are
+    flushed."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): the message on stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe (`cli.py ... | head`)
+            stream.flush()
+    os._exit(status & 0xFF)
 
 
 def configure_libraries() -> None:

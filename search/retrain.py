@@ -16,7 +16,6 @@ import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
-from sklearn.metrics import classification_report
 
 from search import interrupts
 from search.config import TrialConfig
@@ -76,6 +75,8 @@ def trial_config(trial: optuna.trial.FrozenTrial) -> TrialConfig:
 
 def classification_text(confusion: np.ndarray, classes: Sequence[str]) -> str:
     """scikit-learn's classification report, rebuilt from a confusion matrix."""
+    from sklearn.metrics import classification_report  # here: a search must not import it
+
     n = len(classes)
     y_true = np.repeat(np.arange(n), confusion.sum(axis=1))
     y_pred = np.concatenate([np.repeat(np.arange(n), row) for row in confusion])

@@ -1,7 +1,9 @@
 """What reporting adds to MLflow runs: Optuna's plots on a study's parent run and the
 figures of a final retrain. The engine and the retrain take these as callbacks
 (``run_search(..., after_search=write_study_plots)``, ``final_retrain(...,
-artifacts=final_figures)``), so that they never import the reporting layer."""
+artifacts=final_figures)``), so that they never import the reporting layer. The figure
+modules (matplotlib, about 1 s) are imported when a callback runs, not when it is handed
+over: ``search`` hands one over before its first trial."""
 
 from __future__ import annotations
 
@@ -9,9 +11,6 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from search.reporting.error_report import write_error_analysis
-from search.reporting.figures import confusion_png, curves_png, study_figures
 
 if TYPE_CHECKING:
     import optuna
@@ -23,6 +22,8 @@ if TYPE_CHECKING:
 def write_study_plots(study: optuna.Study, tracker: Tracker, parent_id: str) -> list[str]:
     """Optuna's plots as self-contained HTML artifacts under ``optuna/`` on the parent run;
     plots that need more trials than exist (importance needs 2 COMPLETE ones) are skipped."""
+    from search.reporting.figures import study_figures
+
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, fig in study_figures(study).items():
@@ -39,6 +40,9 @@ def final_figures(outcome: FinalOutcome, folder: Path) -> list[Path]:
     (one line per seed) of a final retrain, drawn into ``folder``, and the error analysis
     of the first seed's model (``error_report``: the model ``best`` exports and
     ``best --register`` registers)."""
+    from search.reporting.error_report import write_error_analysis
+    from search.reporting.figures import confusion_png, curves_png
+
     seeds = list(outcome.results)
     trial = outcome.trial_number
     analysis = []

@@ -1,9 +1,8 @@
 """A new MLflow SQLite store in milliseconds instead of seconds. MLflow makes a store by
 running its whole chain of schema migrations (3-6 s on a laptop CPU, before the first trial
 of every new study home); the result is the same for every store of one MLflow version. So
-it is made once per version into a cache folder (``$CIFAR_SEARCH_CACHE``, else
-``~/.cache/cifar-search``) and copied from there, with its default experiment's artifact
-folder pointed at the new store's."""
+it is made once per version into the cache folder (``search.cache``) and copied from
+there, with its default experiment's artifact folder pointed at the new store's."""
 
 from __future__ import annotations
 
@@ -13,14 +12,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from search.cache import cache_dir
 from search.store.locations import sqlite_uri
-
-CACHE_ENV = "CIFAR_SEARCH_CACHE"
-
-
-def cache_dir() -> Path:
-    chosen = os.environ.get(CACHE_ENV)
-    return Path(chosen) if chosen else Path.home() / ".cache" / "cifar-search"
 
 
 def create_sqlite_store(db: Path) -> None:

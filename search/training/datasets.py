@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from search.errors import ConfigError
+from search.training.memo import memoized
 
 DATA_DIR_ENV = "CIFAR_DATA_DIR"
 NO_DOWNLOAD_ENV = "CIFAR_NO_DOWNLOAD"  # "1": fail at once instead of trying to download
@@ -293,9 +293,24 @@ def _download_cifar(name: str, root: Path) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _load_digits() -> Dataset:
-    """scikit-learn's 1,797 8x8 digits, upsampled to 32x32 grey-as-RGB, split 80/20."""
+    """scikit-learn's 1,797 8x8 digits, upsampled to 32x32 grey-as-RGB, split 80/20 (made
+    once per machine, then read from the cache: see ``memo``)."""
+    arrays = memoized("digits", {"torch": torch.__version__}, _make_digits)
+    return Dataset(
+        "digits",
+        arrays["train_x"],
+        arrays["train_y"],
+        arrays["test_x"],
+        arrays["test_y"],
+        tuple(str(d) for d in range(10)),
+        "sklearn.datasets.load_digits (upsampled to 32x32x3, stratified 80/20 split, seed 0)",
+    )
+
+
+def _make_digits() -> dict[str, np.ndarray]:
     import torch.nn.functional as F
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     small = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
@@ -305,15 +320,12 @@ def _load_digits() -> Dataset:
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=0
     )
-    return Dataset(
-        "digits",
-        images[train_idx],
-        labels[train_idx],
-        images[test_idx],
-        labels[test_idx],
-        tuple(str(d) for d in range(10)),
-        "sklearn.datasets.load_digits (upsampled to 32x32x3, stratified 80/20 split, seed 0)",
-    )
+    return {
+        "train_x": images[train_idx],
+        "train_y": labels[train_idx],
+        "test_x": images[test_idx],
+        "test_y": labels[test_idx],
+    }
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,6 +1,9 @@
 """Which rows a run trains and is scored on: stratified holdout, stratified k-fold and
 subsamples of the training split, moved to the device once as ``TrainData``. The test
-split is only ever chosen by ``final_data`` (a final evaluation)."""
+split is only ever chosen by ``final_data`` (a final evaluation).
+
+The indices are scikit-learn's, computed once per machine and then read from the cache
+(``memo``): a search that starts does not import scikit-learn."""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from search.errors import ConfigError
 from search.training.datasets import Dataset
+from search.training.memo import memoized
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,8 +95,14 @@ def subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     all_idx = np.arange(len(labels))
     if limit <= 0 or limit >= len(labels):
         return all_idx
-    keep, _ = train_test_split(all_idx, train_size=limit, stratify=labels, random_state=seed)
-    return np.sort(keep)
+
+    def compute() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(all_idx, train_size=limit, stratify=labels, random_state=seed)
+        return {"keep": np.sort(keep)}
+
+    return memoized("subsample", {"labels": labels, "limit": limit, "seed": seed}, compute)["keep"]
 
 
 def holdout_split(
@@ -104,13 +113,23 @@ def holdout_split(
     When the split is too small to hold every class (a few hundred CIFAR-100 images), a
     seeded random split is used instead, with a warning.
     """
-    indices = np.arange(len(labels))
+    inputs = {"labels": labels, "val_fraction": val_fraction, "seed": seed}
+    split = memoized("holdout", inputs, lambda: _holdout(labels, val_fraction, seed))
+    if not split["stratified"]:  # said on every run, not only the one that computed it
+        warnings.warn(f"validation split not stratified ({split['why'].item()})", stacklevel=2)
+    return split["train"], split["val"]
+
+
+def _holdout(labels: np.ndarray, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    indices, why = np.arange(len(labels)), ""
     try:
         train_idx, val_idx = train_test_split(
             indices, test_size=val_fraction, stratify=labels, random_state=seed
         )
     except ValueError as exc:
-        warnings.warn(f"validation split not stratified ({exc})", stacklevel=2)
+        why = str(exc)
         try:
             train_idx, val_idx = train_test_split(
                 indices, test_size=val_fraction, random_state=seed
@@ -121,7 +140,12 @@ def holdout_split(
                 key="data.val_fraction",
                 value=val_fraction,
             ) from None
-    return np.sort(train_idx), np.sort(val_idx)
+    return {
+        "train": np.sort(train_idx),
+        "val": np.sort(val_idx),
+        "stratified": np.array(not why),
+        "why": np.array(why),
+    }
 
 
 def kfold_splits(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -135,5 +159,17 @@ def kfold_splits(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray
             key="data.kfold",
             value=k,
         )
-    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [(np.sort(tr), np.sort(va)) for tr, va in folds.split(np.zeros(len(labels)), labels)]
+
+    def compute() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import StratifiedKFold
+
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        split = folds.split(np.zeros(len(labels)), labels)
+        return {
+            f"{part}{i}": np.sort(rows)
+            for i, pair in enumerate(split)
+            for part, rows in zip(("train", "val"), pair)
+        }
+
+    folds = memoized("kfold", {"labels": labels, "k": k, "seed": seed}, compute)
+    return [(folds[f"train{i}"], folds[f"val{i}"]) for i in range(k)]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import mlflow
 
+from search.cache import cache_dir
 from search.store import Tracker, sqlite_uri
-from search.store.empty_store import _migrate, cache_dir, create_sqlite_store
+from search.store.empty_store import _migrate, create_sqlite_store
 
 
 def _schema(db: Path) -> tuple:
