@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.store.locations import mask_credentials
+
 # A requeued task exits with this after the worker saved its trial on SLURM's warning
 # signal (128 + SIGUSR1): the worker's own code for "stopped by SIGUSR1".
 STOPPED_BY_USR1 = 138
@@ -48,6 +50,8 @@ class StudyCommand:
     final_argv: Sequence[str]  # `cli.py search ...`: finishes the study, retrains once
     python: str  # the interpreter (a virtual environment's, on the shared filesystem)
     runs_dir: Path  # the MLflow store the server job serves (mlruns/)
+    # $MLFLOW_TRACKING_URI when the scripts were written (a store of the user's own)
+    tracking_uri: str | None = None
 
 
 def sbatch_header(name: str, log: str, options: SlurmOptions, *, time: str | None) -> list[str]:
@@ -176,10 +180,24 @@ def _prologue(command: StudyCommand, folder: Path, options: SlurmOptions, what: 
         f"export CIFAR_SEARCH_GRACE_S={max(6, options.signal_seconds - 30)}",
         f'echo "[$(date -Is)] {what} on $(hostname), start ${{SLURM_RESTART_COUNT:-0}}"',
     ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + _tracking_lines(command.tracking_uri)
     if options.mlflow_server:
         text += "\n" + _WAIT_FOR_SERVER.format(address=shlex.quote(str(folder / ADDRESS_FILE)))
     return text
+
+
+def _tracking_lines(uri: str | None) -> str:
+    """The user's own tracking store, fixed in the scripts: a job requeued days later, or
+    a submit.sh run from a shell without the variable, must not fall back to the SQLite
+    store. A password is not written into a file on a shared filesystem: then the
+    variable must be set when submit.sh runs (sbatch passes it on), and the job says so."""
+    if uri is None:
+        return ""
+    if mask_credentials(uri) == uri:
+        return f"export MLFLOW_TRACKING_URI={shlex.quote(uri)}  # the study's tracking store\n"
+    shown = "".join(c for c in mask_credentials(uri) if c not in '"$`\\')
+    need = f"set MLFLOW_TRACKING_URI={shown} (with its password) and rerun submit.sh"
+    return f': "${{MLFLOW_TRACKING_URI:?{need}}}"\n'
 
 
 def workers_script(study: str, folder: Path, options: SlurmOptions, command: StudyCommand) -> str:

@@ -119,6 +119,10 @@ def write_scripts(
     apply_overrides(spec, search.overrides)  # a bad --set fails here, not in every task
     check_stores(spec, search, options)
     command = study_command(script, spec, search)
+    if not options.mlflow_server:  # the user's own store, if any: written into the scripts
+        command = dataclasses.replace(
+            command, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None
+        )
     folder = command.project / SLURM_DIR / spec.name
     texts = {
         "mlflow-server.sbatch": server_script,

@@ -4,6 +4,7 @@ The scripts' behaviour on a real cluster is tests/test_slurm.py's."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,41 @@ def test_with_a_tracking_uri_of_its_own_no_server_job_is_written(tmp_path, study
     folder = tmp_path / "slurm" / "tiny"
     assert not (folder / "mlflow-server.sbatch").exists()
     assert "gres" not in (folder / "workers.sbatch").read_text()
-    assert "MLFLOW_TRACKING_URI" not in (folder / "workers.sbatch").read_text()
+    for name in ("workers.sbatch", "final.sbatch"):  # a requeued job keeps the store
+        text = (folder / name).read_text()
+        assert "export MLFLOW_TRACKING_URI=http://tracking.example:5000" in text
+    done = subprocess.run(  # the line, run by bash, sets it even where it was not set
+        ["bash", "-c", _prologue_line(folder) + 'echo "$MLFLOW_TRACKING_URI"'],
+        capture_output=True, text=True, env={"PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert done.stdout == "http://tracking.example:5000\n"
+
+
+def _prologue_line(folder: Path) -> str:
+    text = (folder / "workers.sbatch").read_text()
+    return next(line for line in text.splitlines() if "MLFLOW_TRACKING_URI" in line) + "\n"
+
+
+def test_a_tracking_password_is_not_written_and_its_absence_stops_the_job(tmp_path, study_file):
+    env = {"MLFLOW_TRACKING_URI": "postgresql://ana:s3cret@db.example/mlflow"}
+    result = _slurm(tmp_path, study_file, "--gpus-per-worker", "0", env=env)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "slurm" / "tiny"
+    for name in ("workers.sbatch", "final.sbatch", "submit.sh"):
+        assert "s3cret" not in (folder / name).read_text()
+    check = _prologue_line(folder) + "echo started"
+    unset = subprocess.run(
+        ["bash", "-c", check], capture_output=True, text=True, env={"PATH": os.environ["PATH"]}
+    )
+    assert unset.returncode != 0 and "started" not in unset.stdout
+    assert "postgresql://ana:***@db.example/mlflow (with its password)" in unset.stderr
+    given = subprocess.run(
+        ["bash", "-c", check],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], **env},
+    )
+    assert given.returncode == 0 and given.stdout == "started\n"
 
 
 @pytest.mark.parametrize(
