@@ -12,5 +12,13 @@ CACHE_ENV = "CIFAR_SEARCH_CACHE"
 
 
 def cache_dir() -> Path:
+    """The folder (not made here). Without ``$CIFAR_SEARCH_CACHE`` and without a home
+    folder (``$HOME`` unset, a user id with no passwd entry, as in some containers) there
+    is none: ``OSError``, which every user of the cache takes as "compute instead"."""
     chosen = os.environ.get(CACHE_ENV)
-    return Path(chosen) if chosen else Path.home() / ".cache" / "cifar-search"
+    if chosen:
+        return Path(chosen)
+    try:
+        return Path.home() / ".cache" / "cifar-search"
+    except RuntimeError as exc:
+        raise OSError(f"no cache folder: {exc}; set ${CACHE_ENV}") from None

@@ -57,9 +57,11 @@ def exit_now(code: object) -> NoReturn:
     freeing the modules of torch, MLflow and their dependencies takes 1-2 s after a
     command's last line (``benchmarks/startup.py``), in every command and every worker
     process, and does nothing a finished command needs. What ending does need still
-    happens, in Python's order: other non-daemon threads are joined, the exit handlers run
-    (logging flushed, temporary folders removed, MLflow's own), stdout and stderr are
-    flushed."""
+    happens, in Python's own order and by its own functions: threading's shutdown (thread
+    pools told to stop, as MLflow's downloads and torch.compile leave them, then the other
+    non-daemon threads joined), the exit handlers (logging flushed, temporary folders
+    removed, MLflow's own), stdout and stderr flushed. A signal that arrives meanwhile does
+    not change the finished command's status, as in Python's own exit."""
     if code is None:
         status = 0
     elif isinstance(code, int):
@@ -67,10 +69,10 @@ def exit_now(code: object) -> NoReturn:
     else:  # sys.exit("message"): the message on stderr, status 1
         print(code, file=sys.stderr)
         status = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
+    with contextlib.suppress(KeyboardInterrupt):
+        threading._shutdown()  # what Py_Finalize calls first; only private in name
+    with contextlib.suppress(KeyboardInterrupt):
+        atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe (`cli.py ... | head`)
             stream.flush()

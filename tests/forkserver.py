@@ -8,8 +8,9 @@ handlers make safe), runs no torch operation and opens no store or socket of its
 request forks a child that is an ordinary process of its own: its own pid (a child of
 the server, not of pytest), file descriptors, working directory and environment, real
 signals (Ctrl-C/SIGTERM handlers, ``kill -9``), real file locks, and the exit code
-``python cli.py ARGS`` (or ``python -c CODE``) would have, after a normal interpreter
-exit (atexit handlers, non-daemon threads joined). Only its imports are already done.
+``python cli.py ARGS`` (or ``python -c CODE``) would have, ending as that would (cli.py:
+``cli_setup.exit_now``; code: a normal interpreter exit; both run the atexit handlers and
+join the non-daemon threads). Only its imports are already done.
 
 What a child cannot take from its environment: variables read while the libraries were
 imported keep the server's values. The server imports torch with ``OMP_NUM_THREADS=1``:
@@ -63,6 +64,7 @@ WARM_MODULES = [
     "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store",
     "sklearn.metrics",
+    "sklearn.model_selection",  # a cold split cache computes with it
     "matplotlib.pyplot",
     "sqlalchemy",
     "psycopg",

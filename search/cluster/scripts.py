@@ -10,8 +10,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from search.store.locations import mask_credentials
+from urllib.parse import urlsplit
 
 # A requeued task exits with this after the worker saved its trial on SLURM's warning
 # signal (128 + SIGUSR1): the worker's own code for "stopped by SIGUSR1".
@@ -189,14 +188,18 @@ def _prologue(command: StudyCommand, folder: Path, options: SlurmOptions, what: 
 def _tracking_lines(uri: str | None) -> str:
     """The user's own tracking store, fixed in the scripts: a job requeued days later, or
     a submit.sh run from a shell without the variable, must not fall back to the SQLite
-    store. A password is not written into a file on a shared filesystem: then the
-    variable must be set when submit.sh runs (sbatch passes it on), and the job says so."""
+    store. An address that may hold a secret (a user or password, a query such as
+    ``?password=``) is not written into a file on a shared filesystem: then the variable
+    must be set when submit.sh runs (sbatch passes it on), and submit.sh and the jobs stop
+    with one line saying so."""
     if uri is None:
         return ""
-    if mask_credentials(uri) == uri:
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
         return f"export MLFLOW_TRACKING_URI={shlex.quote(uri)}  # the study's tracking store\n"
-    shown = "".join(c for c in mask_credentials(uri) if c not in '"$`\\')
-    need = f"set MLFLOW_TRACKING_URI={shown} (with its password) and rerun submit.sh"
+    host = parts.netloc.rpartition("@")[2]
+    shown = "".join(c for c in f"{parts.scheme}://{host}{parts.path}" if c not in "\"$`\\}'")
+    need = f"set MLFLOW_TRACKING_URI to the study store at {shown}, with its credentials"
     return f': "${{MLFLOW_TRACKING_URI:?{need}}}"\n'
 
 
@@ -321,8 +324,13 @@ wait $server
 """
 
 
-def submit_script(study: str, folder: Path, options: SlurmOptions) -> str:
-    """Submits the jobs in order, each after the one it needs, and says how to watch them."""
+def submit_script(
+    study: str, folder: Path, options: SlurmOptions, tracking_uri: str | None = None
+) -> str:
+    """Submits the jobs in order, each after the one it needs, and says how to watch them;
+    first of all, checks that a tracking store whose address is not written is set."""
+    check = _tracking_lines(tracking_uri) if tracking_uri else ""
+    check = check if check.startswith(":") else ""
     q = shlex.quote
     server = ""
     final_export = ""
@@ -346,7 +354,7 @@ def submit_script(study: str, folder: Path, options: SlurmOptions) -> str:
 # Submits study {study}: {jobs}the workers (a job array of {options.workers}),
 # and the final retrain once every worker has ended. Run again to continue a stopped study.
 set -euo pipefail
-cd {q(str(folder))}
+{check}cd {q(str(folder))}
 {server}workers=$(sbatch --parsable {after}workers.sbatch | cut -d';' -f1)
 echo "workers: job array $workers (tasks 0-{options.workers - 1})"
 final=$(sbatch --parsable --dependency=afterany:"$workers" {final_export}final.sbatch \\

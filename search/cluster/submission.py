@@ -131,7 +131,7 @@ def write_scripts(
     }
     contents = {
         name: (
-            submit_script(spec.name, folder, options)
+            submit_script(spec.name, folder, options, command.tracking_uri)
             if name == "submit.sh"
             else texts[name](spec.name, folder, options, command)
         )

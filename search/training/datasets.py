@@ -295,7 +295,7 @@ def _download_cifar(name: str, root: Path) -> None:
 def _load_digits() -> Dataset:
     """scikit-learn's 1,797 8x8 digits, upsampled to 32x32 grey-as-RGB, split 80/20 (made
     once per machine, then read from the cache: see ``memo``)."""
-    arrays = memoized("digits", {"torch": torch.__version__}, _make_digits)
+    arrays = memoized("digits", {"torch": str(torch.__version__)}, _make_digits)
     return Dataset(
         "digits",
         arrays["train_x"],

@@ -6,8 +6,10 @@ processes: the point is what the process does when it ends."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROGRAM = """
 import atexit, os, sys, tempfile, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -34,6 +37,7 @@ class TornDown:  # its __del__ runs only if the interpreter tears __main__ down
 
 
 kept = TornDown()
+pool = ThreadPoolExecutor(2)  # alive at exit, as MLflow's downloads and torch.compile leave one
 
 
 @click.group(cls=cli_setup.Commands)
@@ -50,8 +54,11 @@ def run(how):
 
     def late():
         time.sleep(0.5)
+        (out / "exiting").write_text("")  # the main thread is in the exit by now
+        time.sleep(1.5 if how == "signal" else 0)
         (out / "thread").write_text("joined")
 
+    pool.submit(time.sleep, 0.1).result()  # the pool's worker thread now idles
     threading.Thread(target=late).start()  # not a daemon: the exit waits for it
     print("last line")  # stdout is a pipe: buffered until the exit flushes it
     if how == "code":
@@ -86,6 +93,26 @@ def test_a_program_ends_like_sys_exit_without_the_tear_down(
     assert (tmp_path / "thread").read_text() == "joined"
     assert not Path((tmp_path / "folder").read_text()).exists()
     assert not (tmp_path / "torn-down").exists()  # ended before the tear-down
+
+
+def test_a_signal_during_the_exit_leaves_the_status_and_prints_nothing(tmp_path: Path) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, str(script), "run", "signal"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "exiting").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # Ctrl-C while the exit waits for the thread
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (0, "last line\n", "")
+    assert (tmp_path / "atexit").read_text() == "ran"  # the exit handlers still ran
 
 
 def test_the_same_program_with_sys_exit_is_torn_down(tmp_path: Path) -> None:

@@ -108,26 +108,41 @@ def _prologue_line(folder: Path) -> str:
     return next(line for line in text.splitlines() if "MLFLOW_TRACKING_URI" in line) + "\n"
 
 
-def test_a_tracking_password_is_not_written_and_its_absence_stops_the_job(tmp_path, study_file):
-    env = {"MLFLOW_TRACKING_URI": "postgresql://ana:s3cret@db.example/mlflow"}
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql://ana:s3cret@db.example/mlflow",
+        "postgresql://ana@db.example/mlflow?password=s3cret",
+        "https://s3cret@mlflow.example/",
+    ],
+)
+def test_an_address_with_credentials_is_not_written_and_its_absence_stops_the_jobs(
+    tmp_path, study_file, uri
+):
+    env = {"MLFLOW_TRACKING_URI": uri}
     result = _slurm(tmp_path, study_file, "--gpus-per-worker", "0", env=env)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "slurm" / "tiny"
     for name in ("workers.sbatch", "final.sbatch", "submit.sh"):
-        assert "s3cret" not in (folder / name).read_text()
+        text = (folder / name).read_text()
+        assert "s3cret" not in text and "MLFLOW_TRACKING_URI:?" in text, name
     check = _prologue_line(folder) + "echo started"
-    unset = subprocess.run(
-        ["bash", "-c", check], capture_output=True, text=True, env={"PATH": os.environ["PATH"]}
-    )
+    bare = {"PATH": os.environ["PATH"]}
+    unset = subprocess.run(["bash", "-c", check], capture_output=True, text=True, env=bare)
     assert unset.returncode != 0 and "started" not in unset.stdout
-    assert "postgresql://ana:***@db.example/mlflow (with its password)" in unset.stderr
+    assert "set MLFLOW_TRACKING_URI to the study store at " in unset.stderr
+    assert "db.example/mlflow" in unset.stderr or "mlflow.example/" in unset.stderr
     given = subprocess.run(
-        ["bash", "-c", check],
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ["PATH"], **env},
+        ["bash", "-c", check], capture_output=True, text=True, env={**bare, **env}
     )
     assert given.returncode == 0 and given.stdout == "started\n"
+    # submit.sh stops before it submits anything (no sbatch is on this PATH: it would fail
+    # differently, "sbatch: command not found")
+    submit = subprocess.run(
+        ["bash", str(folder / "submit.sh")], capture_output=True, text=True, env=bare
+    )
+    assert submit.returncode != 0 and "sbatch" not in submit.stderr
+    assert "set MLFLOW_TRACKING_URI" in submit.stderr
 
 
 @pytest.mark.parametrize(

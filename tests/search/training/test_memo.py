@@ -63,6 +63,63 @@ def test_a_second_call_reads_the_entry_and_inputs_make_the_key(tmp_path: Path) -
     assert len(calls) == 3
 
 
+def test_the_version_numpy_scalars_and_wrong_inputs(tmp_path: Path) -> None:
+    calls = []
+
+    def compute() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return {"rows": np.arange(3)}
+
+    memo.memoized("versioned", {"seed": 0}, compute)
+    memo.memoized("versioned", {"seed": np.int64(0)}, compute)  # the same seed
+    assert len(calls) == 1
+    memo.memoized("versioned", {"seed": 0}, compute, version=2)  # the computation changed
+    assert len(calls) == 2
+    with pytest.raises(TypeError, match="plain scalars"):
+        memo.memoized("versioned", {"seeds": [0, 1]}, compute)
+
+
+def test_an_entry_holding_another_key_is_not_read(tmp_path: Path) -> None:
+    labels = _labels(seed=21)
+    right = splits.holdout_split(labels, 0.1, seed=0)
+    other = splits.holdout_split(labels, 0.1, seed=1)
+    inputs = {"labels": labels, "val_fraction": 0.1}
+    path = memo.entry_path("holdout", {**inputs, "seed": 0})
+    path.write_bytes(memo.entry_path("holdout", {**inputs, "seed": 1}).read_bytes())
+    again = splits.holdout_split(labels, 0.1, seed=0)  # a valid archive, but seed 1's
+    assert np.array_equal(again[1], right[1]) and not np.array_equal(again[1], other[1])
+
+
+def test_entries_follow_the_umask_and_stale_drafts_are_removed(tmp_path: Path) -> None:
+    cache = Path(os.environ["CIFAR_SEARCH_CACHE"]) / "arrays"
+    labels = _labels(seed=31)
+    path = memo.entry_path("holdout", {"labels": labels, "val_fraction": 0.1, "seed": 0})
+    cache.mkdir(parents=True, exist_ok=True)
+    stale, fresh = (path.with_name(f".{path.name}.{pid}.00000000.tmp") for pid in (1, 2))
+    for draft in (stale, fresh):
+        draft.write_bytes(b"half an entry")  # left by writers killed mid-write
+    os.utime(stale, (1, 1))
+    old_umask = os.umask(0o027)
+    try:
+        splits.holdout_split(labels, 0.1, seed=0)
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert not stale.exists() and fresh.exists()  # a recent one may be another writer's
+
+
+def test_without_a_home_folder_splits_are_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CIFAR_SEARCH_CACHE")
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    labels = _labels(seed=41)
+    train, val = splits.holdout_split(labels, 0.1, seed=0)
+    assert len(train) + len(val) == len(labels)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_a_torn_entry_is_computed_again(tmp_path: Path, damage: str) -> None:
     cache = Path(os.environ["CIFAR_SEARCH_CACHE"])
@@ -102,8 +159,11 @@ def test_the_unstratified_warning_is_given_on_cached_reads_too() -> None:
 
 def test_digits_from_the_cache_are_the_ones_made() -> None:
     made = datasets._make_digits()
+    entry = memo.entry_path("digits", {"torch": str(datasets.torch.__version__)})
+    entry.unlink(missing_ok=True)
     datasets._load_digits.cache_clear()
     first = datasets._load_digits()  # makes and stores
+    assert entry.is_file()
     datasets._load_digits.cache_clear()
     read = datasets._load_digits()  # reads the entry
     for got in (first, read):
