@@ -1,23 +1,27 @@
-"""Where a search's first seconds go: the imports it cannot do without, each timed in a
-fresh interpreter, against the smoke study's own "time:" line (one 1-epoch trial, no
-final retrain, in a new temporary home, so the MLflow store and the Optuna journal are
-made as on a first run). Medians over --repeat runs.
+"""Where a search's first seconds go: the imports it cannot do without, against the smoke
+study's own "time:" line (one 1-epoch trial, no final retrain, in a new temporary home,
+so the MLflow store and the Optuna journal are made as on a first run). Medians over
+--repeat rounds; each round times the imports and then the search, one after the other,
+so that both see the same load on a shared machine.
 
     python benchmarks/startup.py
     python benchmarks/startup.py --repeat 5
 
-"floor" is one interpreter importing torch, Optuna and MLflow's SQLite store together:
-no search can start its first trial sooner on this machine. The difference between the
-search's "before the first trial" and the floor is the tool's own start-up (its modules,
-the study file, the data, the stores). torch._dynamo is not in the floor: torch imports
-it when the first trial builds its optimizer (it counts in "trials"). Each import is
-timed up to an ``os._exit``; "tear-down" is what a normal interpreter exit adds after the
-floor's imports (``cli.py`` skips it: ``cli_setup.exit_now``).
+"floor" is one interpreter importing what a search imports before its first trial, in the
+search's order (optuna, torch, then MLflow with its SQLite store), timed from the
+interpreter's start: no search can start its first trial sooner on this machine. The
+difference between the search's "before the first trial" and the floor is the tool's own
+start-up (its modules, the study file, the data, the stores). torch._dynamo is not in the
+floor: torch imports it when the first trial builds its optimizer ("the trial" holds
+it). "tear-down" is what a normal interpreter exit adds after the floor's imports;
+``cli.py`` skips it (``cli_setup.exit_now``). scikit-learn is shown for what a search no
+longer imports (``search/training/memo.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -29,27 +33,51 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-IMPORTS = {
-    "python -c pass": "pass",
-    "import torch": "import torch",
-    "import torch._dynamo (after torch)": "import torch, torch._dynamo",
-    "import optuna": "import optuna",
-    "import mlflow + SQLite store": "import mlflow.store.tracking.sqlalchemy_store",
-    "import sklearn.model_selection": "import sklearn.model_selection",
-    "floor: torch + optuna + mlflow store": (
-        "import torch, optuna, mlflow.store.tracking.sqlalchemy_store"
-    ),
-}
+# Each step's seconds since the interpreter started, printed as JSON; ends with os._exit.
+FLOOR = """
+import json, os, sys, time
+start = time.time() - (time.monotonic() - {clock_at_start})
+steps = {{}}
+for label, module in [("optuna", "optuna"), ("torch", "torch"),
+                      ("mlflow + SQLite store", "mlflow.store.tracking.sqlalchemy_store"),
+                      ("torch._dynamo", "torch._dynamo"),
+                      ("sklearn.model_selection", "sklearn.model_selection")]:
+    before = time.monotonic()
+    __import__(module)
+    steps[label] = time.monotonic() - before
+    if label == "mlflow + SQLite store":
+        steps["floor"] = time.time() - start
+print(json.dumps(steps), flush=True)
+{end}
+"""
 TIME_LINE = re.compile(
     r"time: ([\d.]+)s \(before the first trial ([\d.]+)s, trials ([\d.]+)s, "
     r"end of study ([\d.]+)s\)"
 )
 
 
-def wall(command: list[str], **kwargs) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=True, **kwargs)
-    return time.perf_counter() - start, done.stdout
+def floor_times() -> dict[str, float]:
+    """The floor's imports, from a process whose start time it is given."""
+    code = FLOOR.format(clock_at_start="START", end="os._exit(0)")
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", code.replace("START", repr(started))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def tear_down() -> float:
+    """Seconds a normal exit adds after the floor's imports."""
+    timings = []
+    for end in ("os._exit(0)", "sys.exit(0)"):
+        code = FLOOR.format(clock_at_start="time.monotonic()", end=end)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+        timings.append(time.perf_counter() - start)
+    return timings[1] - timings[0]
 
 
 def search_times() -> dict[str, float]:
@@ -57,7 +85,11 @@ def search_times() -> dict[str, float]:
         env = {**os.environ, "CIFAR_SEARCH_HOME": home}
         command = [sys.executable, str(ROOT / "cli.py"), "search", "--study", "smoke"]
         options = ["--n-trials", "1", "--set", "optim.epochs=1", "--no-retrain"]
-        seconds, out = wall(command + options, env=env, cwd=ROOT)
+        start = time.perf_counter()
+        out = subprocess.run(
+            command + options, env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        seconds = time.perf_counter() - start
     found = TIME_LINE.search(out)
     if found is None:
         raise SystemExit(f"no time line in the search's output:\n{out}")
@@ -65,37 +97,29 @@ def search_times() -> dict[str, float]:
     return {"command": seconds, "before": before, "trials": trials, "end": end}
 
 
-def imported(code: str) -> float:
-    return wall([sys.executable, "-c", f"{code}\nimport os\nos._exit(0)"])[0]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each (median shown)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (medians shown)")
     args = parser.parse_args()
-    medians = {}
-    for label, code in IMPORTS.items():
-        medians[label] = statistics.median(imported(code) for _ in range(args.repeat))
-        print(f"{label:<40} {medians[label]:6.2f} s", flush=True)
-    dynamo = medians["import torch._dynamo (after torch)"] - medians["import torch"]
-    print(f"{'  torch._dynamo alone':<40} {dynamo:6.2f} s")
-    floor_code = IMPORTS["floor: torch + optuna + mlflow store"]
-    ended = statistics.median(
-        wall([sys.executable, "-c", floor_code])[0] for _ in range(args.repeat)
-    )
-    floor = medians["floor: torch + optuna + mlflow store"]
-    print(f"{'tear-down after the floor':<40} {ended - floor:6.2f} s")
-    wall([sys.executable, str(ROOT / "cli.py"), "--help"])  # compiled bytecode in place
-    searches = [search_times() for _ in range(args.repeat)]
-    search = {key: statistics.median(s[key] for s in searches) for key in searches[0]}
+    subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True)
+    rounds = []
+    for _ in range(args.repeat):
+        rounds.append({**floor_times(), "tear-down": tear_down(), **search_times()})
+    m = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    print(f"imports, in one interpreter ({args.repeat} rounds, medians):")
+    for label in ("optuna", "torch", "mlflow + SQLite store"):
+        print(f"  {label:<36} {m[label]:5.2f} s")
+    print(f"  {'floor: the three, from the start':<36} {m['floor']:5.2f} s")
+    print(f"  {'torch._dynamo (the first optimizer)':<36} {m['torch._dynamo']:5.2f} s")
+    print(f"  {'sklearn.model_selection (not needed)':<36} {m['sklearn.model_selection']:5.2f} s")
+    print(f"  {'tear-down at exit (skipped)':<36} {m['tear-down']:5.2f} s")
     print(
-        f"\nsmoke search, 1 trial of 1 epoch, no retrain ({args.repeat} runs, medians):\n"
-        f"  before the first trial {search['before']:5.2f} s  "
-        f"(floor {floor:.2f} s + the tool's own {search['before'] - floor:.2f} s)\n"
-        f"  the trial              {search['trials']:5.2f} s  "
-        f"(torch._dynamo's import, about {dynamo:.1f} s, is in it)\n"
-        f"  end of study           {search['end']:5.2f} s\n"
-        f"  the whole command      {search['command']:5.2f} s"
+        f"smoke search, 1 trial of 1 epoch, no retrain:\n"
+        f"  before the first trial {m['before']:5.2f} s  "
+        f"(floor {m['floor']:.2f} s + the tool's own {m['before'] - m['floor']:.2f} s)\n"
+        f"  the trial              {m['trials']:5.2f} s\n"
+        f"  end of study           {m['end']:5.2f} s\n"
+        f"  the whole command      {m['command']:5.2f} s"
     )
     return 0
 
