@@ -16,6 +16,12 @@ floor: torch imports it when the first trial builds its optimizer ("the trial" h
 it). "tear-down" is what a normal interpreter exit adds after the floor's imports;
 ``cli.py`` skips it (``cli_setup.exit_now``). scikit-learn is shown for what a search no
 longer imports (``search/training/memo.py``).
+
+"overlap" asks what taking MLflow off the path before the first trial would buy: a
+``resnet20`` trains on random CIFAR-shaped batches for a few seconds, alone, then while
+MLflow (with its SQLite store) is imported by a thread of the same process, then by a
+second process. Training's steps per second in those seconds, against alone, is what the
+first trial would lose to the overlap; the import's own time is what it would hide.
 """
 
 from __future__ import annotations
@@ -80,6 +86,79 @@ def tear_down() -> float:
     return timings[1] - timings[0]
 
 
+# Steps per second of a training loop while MLflow is imported beside it (or not), and the
+# import's seconds, printed as JSON. Run with `OVERLAP = <its own text>` before it, as
+# `python -c CODE MODE SECONDS URI`; MODE "import" only imports (the second process of
+# MODE "process").
+OVERLAP = """
+import json, subprocess, sys, threading, time
+mode, seconds, uri = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+
+def import_mlflow():
+    start = time.monotonic()
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    MlflowClient(uri).search_experiments()
+    return time.monotonic() - start
+
+if mode == "import":
+    print(import_mlflow())
+    sys.exit(0)
+import torch
+from cifar_models.registry import create
+torch.manual_seed(0)
+model = create("resnet20", 10)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+images, labels = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+
+def step():
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+
+step()  # the first step imports torch._dynamo: not part of what is compared
+took = {}
+if mode == "thread":
+    worker = threading.Thread(target=lambda: took.update(s=import_mlflow()))
+    worker.start()
+elif mode == "process":
+    child = subprocess.Popen(
+        [sys.executable, "-c", OVERLAP, "import", "0", uri],
+        stdout=subprocess.PIPE, text=True)
+start, steps = time.monotonic(), 0
+while time.monotonic() - start < seconds:
+    step()
+    steps += 1
+rate = steps / (time.monotonic() - start)
+if mode == "thread":
+    worker.join()
+elif mode == "process":
+    took["s"] = float(child.communicate()[0])
+print(json.dumps({"rate": rate, "import": took.get("s")}), flush=True)
+"""
+
+
+def overlap_times(seconds: float) -> dict[str, float]:
+    """Training steps/s alone and beside MLflow's import (a thread, a process)."""
+    code = f"OVERLAP = {OVERLAP!r}\n{OVERLAP}"
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="overlap-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        for mode in ("alone", "thread", "process"):
+            out = subprocess.run(
+                [sys.executable, "-c", code, mode, str(seconds), uri],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            measured = json.loads(out.strip().splitlines()[-1])
+            result[f"rate {mode}"] = measured["rate"]
+            if measured["import"] is not None:
+                result[f"import {mode}"] = measured["import"]
+    return result
+
+
 def search_times() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="startup-") as home:
         env = {**os.environ, "CIFAR_SEARCH_HOME": home}
@@ -100,11 +179,18 @@ def search_times() -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="rounds (medians shown)")
+    parser.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=4.0,
+        help="seconds of training per overlap case (0 skips the overlap section)",
+    )
     args = parser.parse_args()
     subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True)
     rounds = []
     for _ in range(args.repeat):
-        rounds.append({**floor_times(), "tear-down": tear_down(), **search_times()})
+        overlap = overlap_times(args.overlap_seconds) if args.overlap_seconds > 0 else {}
+        rounds.append({**floor_times(), "tear-down": tear_down(), **search_times(), **overlap})
     m = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     print(f"imports, in one interpreter ({args.repeat} rounds, medians):")
     for label in ("optuna", "torch", "mlflow + SQLite store"):
@@ -121,6 +207,15 @@ def main() -> int:
         f"  end of study           {m['end']:5.2f} s\n"
         f"  the whole command      {m['command']:5.2f} s"
     )
+    if "rate alone" in m:
+        print(f"overlap: resnet20 training steps (batch 128) in {args.overlap_seconds:g} s")
+        print(f"  alone                                {m['rate alone']:5.2f} steps/s")
+        for mode in ("thread", "process"):
+            share = m[f"rate {mode}"] / m["rate alone"]
+            print(
+                f"  MLflow importing in a {mode:<8}      {m[f'rate {mode}']:5.2f} steps/s "
+                f"({share:.0%} of alone; the import took {m[f'import {mode}']:.2f} s)"
+            )
     return 0
 
 
