@@ -40,13 +40,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# What a search imports for MLflow before its first trial: MLflow and its SQLite store.
+MLFLOW_MODULE = "mlflow.store.tracking.sqlalchemy_store"
 # Each step's seconds since the interpreter started, printed as JSON; ends with os._exit.
 FLOOR = """
 import json, os, sys, time
 start = time.time() - (time.monotonic() - {clock_at_start})
 steps = {{}}
 for label, module in [("optuna", "optuna"), ("torch", "torch"),
-                      ("mlflow + SQLite store", "mlflow.store.tracking.sqlalchemy_store"),
+                      ("mlflow + SQLite store", "{mlflow_module}"),
                       ("torch._dynamo", "torch._dynamo"),
                       ("sklearn.model_selection", "sklearn.model_selection")]:
     before = time.monotonic()
@@ -65,7 +67,7 @@ TIME_LINE = re.compile(
 
 def floor_times() -> dict[str, float]:
     """The floor's imports, from a process whose start time it is given."""
-    code = FLOOR.format(clock_at_start="START", end="os._exit(0)")
+    code = FLOOR.format(clock_at_start="START", end="os._exit(0)", mlflow_module=MLFLOW_MODULE)
     started = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-c", code.replace("START", repr(started))],
@@ -80,7 +82,7 @@ def tear_down() -> float:
     """Seconds a normal exit adds after the floor's imports."""
     timings = []
     for end in ("os._exit(0)", "sys.exit(0)"):
-        code = FLOOR.format(clock_at_start="time.monotonic()", end=end)
+        code = FLOOR.format(clock_at_start="time.monotonic()", end=end, mlflow_module=MLFLOW_MODULE)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
         timings.append(time.perf_counter() - start)
@@ -88,21 +90,17 @@ def tear_down() -> float:
 
 
 # Steps per second of a training loop while MLflow is imported beside it (or not), and the
-# import's seconds, printed as JSON. Run with `OVERLAP = <its own text>` before it, as
-# `python -c CODE MODE SECONDS`; MODE "import" only imports (the second process of MODE
-# "process"). The import is the floor's: MLflow and its SQLite store's module, no database.
+# import's seconds, printed as JSON: `python -c OVERLAP MODE SECONDS MODULE`.
 OVERLAP = """
-import json, subprocess, sys, threading, time
-mode, seconds = sys.argv[1], float(sys.argv[2])
+import importlib, json, subprocess, sys, threading, time
+mode, seconds, module = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+IMPORT = f"import time; t = time.monotonic(); import {module}; print(time.monotonic() - t)"
 
 def import_mlflow():
     start = time.monotonic()
-    import mlflow.store.tracking.sqlalchemy_store
+    importlib.import_module(module)
     return time.monotonic() - start
 
-if mode == "import":
-    print(import_mlflow())
-    sys.exit(0)
 import torch
 from cifar_models.registry import create
 torch.manual_seed(0)
@@ -121,9 +119,7 @@ if mode == "thread":
     worker = threading.Thread(target=lambda: took.update(s=import_mlflow()))
     worker.start()
 elif mode == "process":
-    child = subprocess.Popen(
-        [sys.executable, "-c", OVERLAP, "import", "0"],
-        stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", IMPORT], stdout=subprocess.PIPE, text=True)
 start, steps = time.monotonic(), 0
 while time.monotonic() - start < seconds:
     step()
@@ -139,19 +135,19 @@ print(json.dumps({"rate": rate, "import": took.get("s")}), flush=True)
 
 def overlap_times(seconds: float) -> dict[str, float]:
     """Training steps/s alone and beside MLflow's import (a thread, a process)."""
-    code = f"OVERLAP = {OVERLAP!r}\n{OVERLAP}"
     result = {}
     for mode in ("alone", "thread", "process"):
-        out = subprocess.run(
-            [sys.executable, "-c", code, mode, str(seconds)],
+        done = subprocess.run(
+            [sys.executable, "-c", OVERLAP, mode, str(seconds), MLFLOW_MODULE],
             cwd=ROOT,
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout
-        measured = json.loads(out.strip().splitlines()[-1])
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"overlap case {mode!r} failed:\n{done.stderr}")
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
         result[f"rate {mode}"] = measured["rate"]
-        if measured["import"] is not None:
+        if mode != "alone":
             result[f"import {mode}"] = measured["import"]
     return result
 
