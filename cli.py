@@ -399,7 +399,7 @@ def bench(
     extra = {"width": width} if width else None
     measured = measure_models(
         model_names, batch_size, device, steps, use_compile, extra, concurrency,
-        on_measured=lambda name: click.echo(f"measured {name}", err=True),
+        on_measured=lambda *m: click.echo(reporting.bench_progress_line(*m), err=True),
     )  # fmt: skip
     click.echo(
         reporting.concurrency_table(measured, batch_size)

@@ -290,20 +290,25 @@ def measure_models(
     compile: bool = False,
     model_args: dict | None = None,
     concurrency: list[int] | None = None,
-    on_measured: Callable[[str], None] = lambda model: None,
-) -> dict[str, dict | dict[int, float]]:
+    on_measured: Callable[[str, BenchResult | dict[int, float]], None] = lambda m, r: None,
+) -> dict[str, BenchResult | dict[int, float]]:
     """``cli.py bench``: per model, ``run_bench``'s figures, or with ``concurrency`` the
     aggregate images/s of each number of processes. Every name is checked before any
-    timing starts (a typo in the last one must not cost the first one's minutes)."""
+    timing starts (a typo in the last one must not cost the first one's minutes).
+    ``on_measured(model, figures so far)`` follows each measurement, so that a run stopped
+    by a time limit has already shown what it measured."""
     for name in models:
         TrialConfig().with_overrides({"model.name": name})
     args = (batch_size, device, steps)
     measured = {}
     for name in models:
-        measured[name] = (
-            {n: concurrent_throughput(name, *args, n, compile, model_args) for n in concurrency}
-            if concurrency
-            else run_bench(name, *args, compile, model_args)
-        )
-        on_measured(name)
+        if concurrency:
+            rates: dict[int, float] = {}
+            for n in concurrency:
+                rates[n] = concurrent_throughput(name, *args, n, compile, model_args)
+                on_measured(name, rates)
+            measured[name] = rates
+        else:
+            measured[name] = run_bench(name, *args, compile, model_args)
+            on_measured(name, measured[name])
     return measured

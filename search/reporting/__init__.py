@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from search.reporting.final_text import RetrainProgress, final_done_line, final_lines
     from search.reporting.notes import write_dashboard_notes
     from search.reporting.perf_text import (
+        bench_progress_line,
         bench_table,
         concurrency_table,
         fast_path_header,
@@ -67,6 +68,7 @@ _MODULES = {
     "final_text": ["RetrainProgress", "final_done_line", "final_lines"],
     "notes": ["write_dashboard_notes"],
     "perf_text": [
+        "bench_progress_line",
         "bench_table",
         "concurrency_table",
         "fast_path_header",
@@ -98,6 +100,7 @@ __all__ = [
     "SearchProgress",
     "ablation_run_line",
     "ablation_summary",
+    "bench_progress_line",
     "bench_table",
     "best_config_document",
     "best_line",

@@ -54,6 +54,18 @@ def bench_table(results: Sequence[Any]) -> str:
     )
 
 
+def bench_progress_line(model: str, figures: Any) -> str:
+    """What ``cli.py bench`` says as soon as a model (or one process count) is measured: a
+    ``BenchResult``, or the aggregate images/s per process count so far."""
+    if isinstance(figures, Mapping):
+        n, rate = list(figures.items())[-1]
+        return f"measured {model}, {n} process{'es' if n > 1 else ''}: {rate:,.0f} img/s in all"
+    return (
+        f"measured {model}: ours {figures.ours_images_per_s:,.0f} img/s, reference "
+        f"{figures.reference_images_per_s:,.0f} img/s ({figures.ratio:.2f}x)"
+    )
+
+
 def concurrency_table(rates: Mapping[str, Mapping[int, float]], batch_size: int) -> str:
     """``cli.py bench --concurrency``: aggregate images/s per model and process count, with
     the speed-up over the first count."""

@@ -3,8 +3,11 @@ aggregated, and the command's table. The figures themselves are benchmarks, not 
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
+import forkserver
 import pytest
 from click.testing import CliRunner
 
@@ -101,6 +104,28 @@ def test_bench_concurrency_prints_aggregate_throughput():
     assert table[0].split() == ["model", "N=1", "N=2"]
     assert table[2].startswith("improved_cnn") and "(1.00x)" in table[2]
     assert not any("reference" in line for line in lines)
+    # each process count said as soon as it is measured
+    assert re.search(r"measured improved_cnn, 1 process: [\d,]+ img/s in all", result.stderr)
+    assert re.search(r"measured improved_cnn, 2 processes: [\d,]+ img/s in all", result.stderr)
+
+
+def test_a_bench_stopped_by_a_time_limit_has_shown_what_it_measured(tmp_path):
+    # A job's time limit (SIGTERM) while the second model is timed: the first model's
+    # figures were printed when it was measured, not kept for a table at the end.
+    args = [*BENCH, "--steps", "6"]
+    args[args.index("--model") + 1] = "improved_cnn,resnet110"
+    child = forkserver.spawn_cli(args, tmp_path, {**os.environ, "CIFAR_SEARCH_HOME": str(tmp_path)})
+    deadline = time.monotonic() + 120
+    while "measured improved_cnn" not in child.output()[1]:
+        assert child.poll() is None and time.monotonic() < deadline, child.output()
+        time.sleep(0.01)
+    child.terminate()
+    assert child.wait(timeout=60) == 143, child.output()
+    stderr = child.output()[1]
+    assert re.search(
+        r"measured improved_cnn: ours [\d,]+ img/s, reference [\d,]+ img/s \([\d.]+x\)", stderr
+    )
+    assert "measured resnet110" not in stderr and "interrupted (SIGTERM)" in stderr
 
 
 @pytest.mark.gpu
