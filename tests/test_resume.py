@@ -244,14 +244,22 @@ def test_several_workers_with_kills_finish_exactly_and_identically(tmp_path):
     rng = random.Random(7)
     _study_file(tmp_path, n_trials=5)
     workers = [_search(tmp_path) for _ in range(3)]
+    kills = 0
     for _ in range(2):
         victim = rng.randrange(len(workers))
         victim_proc = workers[victim]
-        _wait(lambda v=victim_proc: _running_in(tmp_path, v), victim_proc, "a running trial")
+        # a worker started late may find every trial taken and end: nothing to kill then
+        _wait(
+            lambda v=victim_proc: _running_in(tmp_path, v) or v.poll() is not None,
+            victim_proc,
+            "a running trial",
+        )
         time.sleep(rng.uniform(0.5, 2.0))
         if workers[victim].poll() is None:
             _kill_9(workers[victim])
+            kills += 1
         workers[victim] = _search(tmp_path)
+    assert kills, "every victim ended before it could be killed"
     for proc in workers:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
