@@ -28,6 +28,7 @@ from search.training.run_state import (
     EpochProgress,
     EpochStats,
     RunProgress,
+    SaveBehind,
     StopRequested,
 )
 from search.training.splits import TrainData
@@ -235,87 +236,104 @@ def train_one(
             if on_epoch is not None:
                 on_epoch(dataclasses.replace(stats, restored=True))
 
-    def save() -> None:
-        if ck.save is not None:
-            ck.save(run.as_state(model, optimizer, scheduler, generator))
+    # An epoch's checkpoint is written while the next epoch trains (and joined before that
+    # one is reported); the last one, and one taken at a stop, before train_one goes on.
+    writer = SaveBehind(ck.save) if ck.save is not None else None
 
-    started = time.perf_counter() - run.train_seconds
-    while not run.done and run.epoch <= cfg.optim.epochs:
-        epoch = run.epoch
-        epoch_start = time.perf_counter()
-        model.train()
-        if run.current is None:
-            run.current = EpochProgress(
-                order=torch.randperm(n_train, device=device, generator=generator),
-                loss_sum=torch.zeros((), device=device),
-                correct=torch.zeros((), device=device, dtype=torch.long),
-                first_bad_step=torch.full((), -1, device=device, dtype=torch.long),
-                lr=optimizer.param_groups[0]["lr"],
-                seconds=0.0,
+    def save(wait: bool = True) -> None:
+        if writer is not None:
+            writer.submit(lambda: run.as_state(model, optimizer, scheduler, generator), wait=wait)
+
+    try:
+        started = time.perf_counter() - run.train_seconds
+        while not run.done and run.epoch <= cfg.optim.epochs:
+            epoch = run.epoch
+            epoch_start = time.perf_counter()
+            model.train()
+            if run.current is None:
+                run.current = EpochProgress(
+                    order=torch.randperm(n_train, device=device, generator=generator),
+                    loss_sum=torch.zeros((), device=device),
+                    correct=torch.zeros((), device=device, dtype=torch.long),
+                    first_bad_step=torch.full((), -1, device=device, dtype=torch.long),
+                    lr=optimizer.param_groups[0]["lr"],
+                    seconds=0.0,
+                )
+            cur = run.current
+            for step in range(run.step, steps_per_epoch):
+                if ck.stop_requested():
+                    run.step = step
+                    cur.seconds += time.perf_counter() - epoch_start
+                    run.train_seconds = time.perf_counter() - started
+                    save()
+                    raise StopRequested(f"stopped at epoch {epoch}, batch {step}")
+                idx = cur.order[step * batch_size : (step + 1) * batch_size]
+                inputs, targets = (
+                    augment.train_batch(data.train_x[idx], generator),
+                    data.train_y[idx],
+                )
+                with autocast(cfg, device):
+                    logits = step_model(inputs)
+                loss = criterion(logits.float(), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                # Running sums stay on the device: no host sync inside the epoch.
+                batch_loss = loss.detach()
+                cur.loss_sum += batch_loss * batch_size
+                cur.correct += (logits.argmax(1) == targets).sum()
+                cur.first_bad_step = torch.where(
+                    (cur.first_bad_step < 0) & ~torch.isfinite(batch_loss), step, cur.first_bad_step
+                )
+            seen = steps_per_epoch * batch_size
+            total_loss, total_correct, bad_step = torch.stack(
+                [cur.loss_sum, cur.correct.float(), cur.first_bad_step.float()]
+            ).tolist()
+            if bad_step >= 0:
+                raise NonFiniteLossError(epoch, int(bad_step))
+            seconds = cur.seconds + time.perf_counter() - epoch_start
+            # Evaluation runs the eager model: compiling its eval-mode graph, and again for the
+            # last, smaller batch, would cost more compile time than it saves.
+            val = quick_eval(model, augment, data, cfg, device) if validate else {}
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=total_loss / seen,
+                train_acc=total_correct / seen,
+                lr=cur.lr,
+                seconds=seconds,
+                images_per_s=seen / seconds,
+                **val,
             )
-        cur = run.current
-        for step in range(run.step, steps_per_epoch):
-            if ck.stop_requested():
-                run.step = step
-                cur.seconds += time.perf_counter() - epoch_start
-                run.train_seconds = time.perf_counter() - started
-                save()
-                raise StopRequested(f"stopped at epoch {epoch}, batch {step}")
-            idx = cur.order[step * batch_size : (step + 1) * batch_size]
-            inputs, targets = augment.train_batch(data.train_x[idx], generator), data.train_y[idx]
-            with autocast(cfg, device):
-                logits = step_model(inputs)
-            loss = criterion(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            # Running sums stay on the device: no host sync inside the epoch.
-            batch_loss = loss.detach()
-            cur.loss_sum += batch_loss * batch_size
-            cur.correct += (logits.argmax(1) == targets).sum()
-            cur.first_bad_step = torch.where(
-                (cur.first_bad_step < 0) & ~torch.isfinite(batch_loss), step, cur.first_bad_step
-            )
-        seen = steps_per_epoch * batch_size
-        total_loss, total_correct, bad_step = torch.stack(
-            [cur.loss_sum, cur.correct.float(), cur.first_bad_step.float()]
-        ).tolist()
-        if bad_step >= 0:
-            raise NonFiniteLossError(epoch, int(bad_step))
-        seconds = cur.seconds + time.perf_counter() - epoch_start
-        # Evaluation runs the eager model: compiling its eval-mode graph, and again for the
-        # last, smaller batch, would cost more compile time than it saves.
-        val = quick_eval(model, augment, data, cfg, device) if validate else {}
-        stats = EpochStats(
-            epoch=epoch,
-            train_loss=total_loss / seen,
-            train_acc=total_correct / seen,
-            lr=cur.lr,
-            seconds=seconds,
-            images_per_s=seen / seconds,
-            **val,
-        )
-        run.history.append(stats)
-        run.epoch, run.step, run.current = epoch + 1, 0, None
-        if on_epoch is not None and on_epoch(stats):
-            run.stop_reason = f"stopped by callback after epoch {epoch}"
-        elif validate and cfg.runtime.patience:
-            if stats.val_acc > run.best_val:
-                run.best_val, run.epochs_since_best = stats.val_acc, 0
-            else:
-                run.epochs_since_best += 1
-                if run.epochs_since_best >= cfg.runtime.patience:
-                    run.stop_reason = (
-                        f"early stopping: no val_acc gain for {run.epochs_since_best} epochs"
-                    )
-        run.done = run.stop_reason is not None or epoch >= cfg.optim.epochs
-        run.train_seconds = time.perf_counter() - started
-        # The last state is always kept: a finished run is evaluated again, never retrained.
-        if run.done or (ck.every and epoch % ck.every == 0):
-            save()
+            run.history.append(stats)
+            if writer is not None:
+                # the previous epoch's write is done before this one is reported: a kill
+                # from here on loses one reported epoch at most, as with a write in line
+                writer.wait()
+            run.epoch, run.step, run.current = epoch + 1, 0, None
+            if on_epoch is not None and on_epoch(stats):
+                run.stop_reason = f"stopped by callback after epoch {epoch}"
+            elif validate and cfg.runtime.patience:
+                if stats.val_acc > run.best_val:
+                    run.best_val, run.epochs_since_best = stats.val_acc, 0
+                else:
+                    run.epochs_since_best += 1
+                    if run.epochs_since_best >= cfg.runtime.patience:
+                        run.stop_reason = (
+                            f"early stopping: no val_acc gain for {run.epochs_since_best} epochs"
+                        )
+            run.done = run.stop_reason is not None or epoch >= cfg.optim.epochs
+            run.train_seconds = time.perf_counter() - started
+            # The last state is always kept: a finished run is evaluated again, never retrained.
+            if run.done or (ck.every and epoch % ck.every == 0):
+                save(wait=run.done)  # the last one is written before the run reports back
+    finally:
+        # an exception (pruned, diverged) leaves no write running behind it: the caller
+        # may remove the run's checkpoints next
+        if writer is not None:
+            writer.join()
     train_seconds = run.train_seconds
     final = evaluate(
         model, augment, data.eval_x, data.eval_y, data.classes, data.eval_split, cfg, device

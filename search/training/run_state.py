@@ -14,6 +14,8 @@ bf16, which needs no loss scaling.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,6 +229,70 @@ def _as_tuples(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_as_tuples(v) for v in value)
     return value
+
+
+@dataclass
+class SaveWait:
+    """How long a process's training loops have stood still for checkpoints: copying the
+    state off the device, and waiting for the write before it (the write itself runs
+    behind the next epoch: ``SaveBehind``)."""
+
+    saves: int = 0
+    seconds: float = 0.0
+
+
+SAVE_WAIT = SaveWait()  # this process's total, for the checkpoint benchmark
+
+
+class SaveBehind:
+    """Hands states to ``save`` on a thread of their own, one at a time, so that an epoch's
+    checkpoint is written (file, fsync, rename: 0.14 s for se_resnet18 on an H200 machine,
+    5% of its epoch) while the next epoch trains. The state is copied before the thread
+    starts, so the run goes on changing its own tensors. A kill during the write costs
+    that write only: the store's write is atomic, and the previous checkpoint stays; the
+    loop waits for it before it reports the next epoch. A failed write is raised by the
+    next ``submit`` or ``wait``."""
+
+    def __init__(self, save: Callable[[dict[str, Any]], None]) -> None:
+        self._save = save
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, take_state: Callable[[], dict[str, Any]], *, wait: bool) -> None:
+        """Save ``take_state()``; with ``wait``, return once it is written."""
+        started = time.perf_counter()
+        self.wait()  # one write at a time: the files rotate (current -> previous)
+        state = take_state()
+        SAVE_WAIT.saves += 1
+        SAVE_WAIT.seconds += time.perf_counter() - started
+        if wait:
+            self._save(state)
+            return
+        self._thread = threading.Thread(
+            target=self._write, args=(state,), name="checkpoint-write", daemon=False
+        )
+        self._thread.start()
+
+    def _write(self, state: dict[str, Any]) -> None:
+        try:
+            self._save(state)
+        except BaseException as exc:  # noqa: BLE001 - raised in the training thread
+            self._error = exc
+
+    def join(self) -> None:
+        """Wait for the write in flight, if any, keeping its error for ``wait``."""
+        started = time.perf_counter()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            SAVE_WAIT.seconds += time.perf_counter() - started
+
+    def wait(self) -> None:
+        """Wait for the write in flight and raise its error, if it failed."""
+        self.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def clone_to_cpu(tree: Any) -> Any:

@@ -5,6 +5,8 @@ the stop lands on, with full augmentation, dropout, a warm-up schedule and early
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 import torch
@@ -155,3 +157,72 @@ def test_a_state_that_cannot_be_restored_starts_over_instead_of_failing():
     assert len(problems) == 1 and isinstance(problems[0], RuntimeError)  # size mismatch
     _assert_same(train_one(cfg, data), resumed)
     assert not any(s.restored for s in resumed.history)
+
+
+# --- epoch checkpoints written while the next epoch trains (SaveBehind) -----------------
+
+
+class _Probe:
+    """``stop_requested`` as a probe: counts the batches the loop has begun, sets ``event``
+    at batch ``at``, and there raises ``raise_at`` if given."""
+
+    def __init__(self, at: int, raise_at: BaseException | None = None) -> None:
+        self.at, self.raise_at, self.seen = at, raise_at, 0
+        self.event = threading.Event()
+
+    def __call__(self) -> bool:
+        self.seen += 1
+        if self.seen == self.at:
+            self.event.set()
+            if self.raise_at is not None:
+                raise self.raise_at
+        return False
+
+
+def test_an_epoch_checkpoint_is_written_while_the_next_epoch_trains():
+    cfg, _, data = _setup()
+    probe = _Probe(at=STEPS_PER_EPOCH + 3)  # the third batch of epoch 2
+    written: list[tuple[int, bool, str]] = []
+
+    def save(state: dict) -> None:
+        if not written:  # epoch 1's write ends only once epoch 2 has begun training
+            written.append((-1, probe.event.wait(timeout=60), ""))
+        written.append((state["epoch"], probe.seen, threading.current_thread().name))
+
+    result = train_one(cfg, data, checkpointing=Checkpointing(save=save, stop_requested=probe))
+    (_, overlapped, _), first, *_, last = written
+    assert overlapped, "epoch 1's checkpoint was written before epoch 2 began"
+    assert first[0] == 2 and first[1] >= STEPS_PER_EPOCH + 3 and first[2] == "checkpoint-write"
+    # the last state is written in line: train_one returns with it on disk
+    assert last[0] == cfg.optim.epochs + 1 and last[2] == threading.current_thread().name
+    assert [e for e, *_ in written[1:]] == [2, 3, 4, 5] and len(result.history) == 4
+
+
+def test_a_failed_background_write_stops_the_run():
+    cfg, _, data = _setup()
+    reported: list[int] = []
+
+    def save(state: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        train_one(
+            cfg, data, lambda s: reported.append(s.epoch), checkpointing=Checkpointing(save=save)
+        )
+    assert reported == [1]  # epoch 2 is not reported on top of a checkpoint that failed
+
+
+def test_no_write_is_left_running_when_the_run_ends_in_an_error():
+    # a trial pruned or diverged has its checkpoints removed next: no write may follow
+    cfg, _, data = _setup()
+    probe = _Probe(at=STEPS_PER_EPOCH + 2, raise_at=RuntimeError("CUDA out of memory"))
+    finished = threading.Event()
+
+    def save(state: dict) -> None:
+        probe.event.wait(timeout=60)
+        time.sleep(0.2)  # still writing when the error leaves the loop
+        finished.set()
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_one(cfg, data, checkpointing=Checkpointing(save=save, stop_requested=probe))
+    assert finished.is_set()
