@@ -127,7 +127,7 @@ def search(
     no_retrain: bool,
     workers: int,
     gpus: list[str] | None,
-    trials_per_gpu: int,
+    trials_per_gpu: int | None,
     **search_options: Any,
 ) -> None:
     """Run (or continue) a study: Optuna samples configs, prunes on validation accuracy, logs
@@ -156,7 +156,7 @@ def search(
                 workers=workers,
                 gpus=gpus,
                 trials_per_gpu=trials_per_gpu,
-                on_start=lambda n: progress.workers_started(n, gpus, trials_per_gpu),
+                on_start=lambda n: progress.workers_started(n, gpus),
             )
         else:
             progress.started(options.n_trials or spec.n_trials, options.storage)

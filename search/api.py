@@ -101,7 +101,7 @@ def search(
     retrain: bool = True,
     workers: int = 1,
     gpus: Sequence[str] | None = None,
-    trials_per_gpu: int = 1,
+    trials_per_gpu: int | None = None,
     checkpoint_dir: PathLike = None,
     max_failures: int = 5,
     on_epoch: Callable[[EpochEvent], None] | None = None,
@@ -114,7 +114,8 @@ def search(
     the file's ``[retrain]`` and test it, unless an earlier call did exactly that.
 
     ``overrides`` fixes keys that are not searched, like ``--set``: ``{"optim.epochs": 10}``.
-    ``timeout``: seconds after which no trial starts. ``workers`` > 1 or ``gpus`` runs that
+    ``timeout``: seconds after which no trial starts. ``workers`` > 1 or ``gpus`` (with
+    ``trials_per_gpu`` each, default ``search.config.TRIALS_PER_GPU``) runs that
     many ``cli.py search`` processes on the study (their lines shown with ``progress``;
     ``on_epoch`` and ``on_trial`` are then not called)."""
     spec = load_study(study)
@@ -142,7 +143,7 @@ def search(
                 workers=workers,
                 gpus=gpus,
                 trials_per_gpu=trials_per_gpu,
-                on_start=lambda n: shown.workers_started(n, gpus, trials_per_gpu),
+                on_start=lambda n: shown.workers_started(n, gpus),
                 stdout=None if progress else subprocess.DEVNULL,
             )
             result = SearchResult(spec, found, None)

@@ -208,9 +208,9 @@ TRIALS_PER_GPU = partial(
     click.option,
     "--trials-per-gpu",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="concurrent trials on each GPU of --gpus",
+    default=None,
+    help="concurrent trials on each GPU [default: 2, which on an H200 trained each trial "
+    "about as fast as one alone; 1 where there is no GPU]",
 )
 MAX_FAILURES = partial(
     click.option,

@@ -443,6 +443,38 @@ def test_gpu_workers_are_pinned_per_gpu():
     assert all(e.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES") for e in cpu)
 
 
+def test_gpu_workers_default_to_the_measured_trials_per_gpu(tmp_path):
+    from search.config import TRIALS_PER_GPU
+    from search.engine import worker_envs
+
+    envs = worker_envs(1, ["0", "1"])
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0"] * TRIALS_PER_GPU + ["1"] * (
+        TRIALS_PER_GPU
+    )
+    help_text = run_cli("search", "--help", cwd=tmp_path).output
+    assert f"default: {TRIALS_PER_GPU}," in " ".join(help_text.split())
+
+
+def test_gpus_without_cuda_is_one_line_before_any_trial(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU machine
+    _study_file(tmp_path, epochs=1)
+    result = run_cli(
+        "search",
+        "--study",
+        tmp_path / "res.toml",
+        "--gpus",
+        "0",
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+    )
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "--gpus = '0'" in line and "no CUDA GPU" in line
+    assert not (tmp_path / "mlruns" / "res.journal").exists()  # no study, no failed trials
+
+
 def test_workers_share_the_cpu_cores(monkeypatch):
     from search.engine import worker_envs
 

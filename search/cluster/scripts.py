@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from search.config import TRIALS_PER_GPU
+
 # A requeued task exits with this after the worker saved its trial on SLURM's warning
 # signal (128 + SIGUSR1): the worker's own code for "stopped by SIGUSR1".
 STOPPED_BY_USR1 = 138
@@ -30,7 +32,8 @@ class SlurmOptions:
     cpus_per_worker: int = 4
     mem: str | None = None  # per task: "16G"
     signal_seconds: int = 300  # SIGUSR1 this long before the time limit
-    trials_per_gpu: int = 1  # concurrent trials on each of a task's GPUs
+    # concurrent trials on each of a task's GPUs; None: TRIALS_PER_GPU, 1 without GPUs
+    trials_per_gpu: int | None = None
     sbatch_lines: tuple[str, ...] = ()  # more "#SBATCH" options, e.g. "--qos=long"
     mlflow_server: bool = True  # an MLflow server job, else $MLFLOW_TRACKING_URI as set
     server_time: str | None = None  # the server job's time limit (default: --time)
@@ -106,13 +109,11 @@ def _quoted(argv: Sequence[str]) -> str:
 
 def _worker_command(command: StudyCommand, options: SlurmOptions, argv: Sequence[str]) -> str:
     text = _quoted(argv)
-    if options.gpus_per_worker > 1 or options.trials_per_gpu > 1:
+    per_gpu = options.trials_per_gpu or (TRIALS_PER_GPU if options.gpus_per_worker else 1)
+    if options.gpus_per_worker > 1 or per_gpu > 1:
         # several trials per task: one worker process per (GPU, slot), pinned by --gpus to
         # the GPUs SLURM gave this task
-        text += (
-            ' \\\n    --gpus "$CUDA_VISIBLE_DEVICES"'
-            f" \\\n    --trials-per-gpu {options.trials_per_gpu}"
-        )
+        text += f' \\\n    --gpus "$CUDA_VISIBLE_DEVICES" \\\n    --trials-per-gpu {per_gpu}'
     return text
 
 

@@ -49,7 +49,7 @@ def time_limit_seconds(text: str) -> int:
 
 
 def check_options(options: SlurmOptions) -> None:
-    if options.trials_per_gpu > 1 and not options.gpus_per_worker:
+    if (options.trials_per_gpu or 1) > 1 and not options.gpus_per_worker:
         raise ConfigError(
             "several trials per GPU need GPUs: set --gpus-per-worker",
             key="--trials-per-gpu",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search import interrupts
-from search.config import format_value
+from search.config import TRIALS_PER_GPU, format_value
 from search.engine.loop import (
     WORKER_ENV,
     SearchOptions,
@@ -26,6 +26,7 @@ from search.engine.loop import (
     open_study,
 )
 from search.engine.warm_start import warm_start_trials
+from search.errors import ConfigError
 from search.interrupts import GRACE_S, INTERRUPTED_CODES
 from search.store.filesystems import refuse_unsafe_sharing
 from search.training import threads_per_process
@@ -70,11 +71,29 @@ def worker_argv(
     return argv
 
 
-def worker_envs(workers: int, gpus: Sequence[str] | None, trials_per_gpu: int) -> list[dict]:
-    """One environment per worker: ``trials_per_gpu`` workers per listed GPU, or
-    ``workers`` CPU/auto workers when no GPUs are listed. Each gets its share of the CPU
-    cores (``OMP_NUM_THREADS``) unless the caller set that already."""
-    slots = [g for g in gpus for _ in range(trials_per_gpu)] if gpus else [None] * workers
+def require_gpus(gpus: Sequence[str]) -> None:
+    """``--gpus`` on a machine without CUDA: one line now, not one failed trial per worker
+    until --max-failures stops them. (The ids themselves are the machine's, which the
+    workers' CUDA_VISIBLE_DEVICES picks from; a restricted one here would renumber them.)"""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "no CUDA GPU on this machine (torch.cuda.is_available() is False): "
+            "leave out --gpus, or use --workers N",
+            key="--gpus",
+            value=",".join(gpus),
+        )
+
+
+def worker_envs(
+    workers: int, gpus: Sequence[str] | None, trials_per_gpu: int | None = None
+) -> list[dict]:
+    """One environment per worker: ``trials_per_gpu`` (default ``TRIALS_PER_GPU``) workers
+    per listed GPU, or ``workers`` CPU/auto workers when no GPUs are listed. Each gets its
+    share of the CPU cores (``OMP_NUM_THREADS``) unless the caller set that already."""
+    per_gpu = trials_per_gpu or TRIALS_PER_GPU
+    slots = [g for g in gpus for _ in range(per_gpu)] if gpus else [None] * workers
     threads = str(threads_per_process(len(slots)))
     envs = []
     for index, gpu in enumerate(slots):
@@ -133,7 +152,7 @@ def search_in_workers(
     *,
     workers: int = 1,
     gpus: Sequence[str] | None = None,
-    trials_per_gpu: int = 1,
+    trials_per_gpu: int | None = None,
     on_start: Callable[[int], None] | None = None,
     stdout: int | None = None,
 ) -> optuna.Study:
@@ -146,6 +165,8 @@ def search_in_workers(
     # What every worker would find wrong, found once here: --set values, the stored
     # study's objectives, the warm start's source (one error line, not one per worker).
     checked = apply_overrides(spec, options.overrides)
+    if gpus:
+        require_gpus(gpus)
     refuse_unsafe_sharing(spec.name, options.storage, across_nodes=False)  # one node
     warm_start_trials(checked, options.storage)
     open_study(checked, options.storage, heartbeat=options.heartbeat)

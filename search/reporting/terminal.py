@@ -213,8 +213,8 @@ class SearchProgress:
             + ("" if self.prefix else f"; home {home()}")
         )
 
-    def workers_started(self, n: int, gpus: Sequence[str] | None, per_gpu: int) -> None:
-        on_gpus = f" (GPUs {', '.join(gpus)}, {per_gpu} per GPU)" if gpus else ""
+    def workers_started(self, n: int, gpus: Sequence[str] | None) -> None:
+        on_gpus = f" (GPUs {', '.join(gpus)}, {n // len(gpus)} per GPU)" if gpus else ""
         self.echo(f"starting {n} workers on study {self.spec.name}{on_gpus}")
 
     def epoch(self, e: EpochEvent) -> None:

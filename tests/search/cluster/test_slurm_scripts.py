@@ -71,6 +71,25 @@ def test_the_scripts_ask_slurm_for_the_warning_signal_and_requeue(tmp_path, stud
     assert "requeue" not in server and "--time" not in server  # outlives the study
 
 
+@pytest.mark.parametrize(
+    "args, worker_flags",
+    [
+        ([], ' --gpus "$CUDA_VISIBLE_DEVICES" --trials-per-gpu 2'),  # TRIALS_PER_GPU on a GPU
+        (["--trials-per-gpu", "1"], ""),  # one plain worker per one-GPU task
+        (["--gpus-per-worker", "0"], ""),  # CPU-only tasks: one worker, no --gpus
+    ],
+)
+def test_trials_per_gpu_default_applies_to_tasks_with_gpus(
+    tmp_path, study_file, args, worker_flags
+):
+    result = _slurm(tmp_path, study_file, *args)
+    assert result.exit_code == 0, result.output
+    workers = (tmp_path / "slurm" / "tiny" / "workers.sbatch").read_text()
+    command = " ".join(workers[workers.index("cli.py") :].replace("\\\n", " ").split())
+    assert ("--gpus" in command) == bool(worker_flags)
+    assert " ".join(worker_flags.split()) in command
+
+
 def test_relative_paths_reach_the_jobs_absolute(tmp_path, study_file):
     caller = tmp_path / "caller"
     caller.mkdir()
