@@ -280,7 +280,7 @@ def run_search(
                 continue
             waiting = False
             ran += 1
-            failures.check(study)
+            failures.check()
         parent_status = "FINISHED"
         trials_ended_at = time.monotonic()
     except KeyboardInterrupt:
@@ -315,14 +315,19 @@ class FailureStreak:
 
     def __init__(self, limit: int, study_name: str) -> None:
         self.limit, self.study_name, self.count = limit, study_name, 0
+        self.last_reason: str | None = None
 
     def record(self, trial: optuna.trial.FrozenTrial) -> None:
+        """``trial``: one this worker ran. (The study's newest trial may be another
+        worker's, running: its reason would be None.)"""
         self.count = self.count + 1 if trial.state == TrialState.FAIL else 0
+        if trial.state == TrialState.FAIL:
+            self.last_reason = trial.user_attrs.get("fail_reason", "no reason recorded")
 
-    def check(self, study: optuna.Study) -> None:
+    def check(self) -> None:
         if self.count < self.limit:
             return
-        last = study.trials[-1].user_attrs.get("fail_reason")
+        last = self.last_reason
         raise ConfigError(
             f"{self.count} trials failed in a row (last: {last}); stopping "
             f"instead of burning the budget; see the failed runs in MLflow",

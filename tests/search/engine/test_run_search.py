@@ -162,7 +162,9 @@ def test_consecutive_failures_stop_the_study_with_a_clear_error(workdir, study_f
     study = engine.open_study(spec, None)
     for _ in range(4):
         study.enqueue_trial({"optim.lr": 1e12})
-    with pytest.raises(ConfigError, match="3 trials failed in a row"):
+    # the study's newest trial is the WAITING one (as another worker's would be): the reason
+    # named is that of this worker's last failure
+    with pytest.raises(ConfigError, match=r"3 trials failed in a row \(last: NonFiniteLossError"):
         engine.run_search(
             spec,
             engine.SearchOptions(overrides={"optim.momentum": 0.0}, max_consecutive_failures=3),
