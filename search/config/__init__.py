@@ -34,7 +34,7 @@ from search.config.sections import (
 from search.config.trial import TrialConfig
 
 # Concurrent trials per GPU unless told (search --gpus, slurm tasks with GPUs, api.search):
-# one trial leaves a fast GPU idle most of the time (its step waits on the CPU's kernel
+# one trial leaves a fast GPU idle about half the time (its step waits on the CPU's kernel
 # launches), so two share it at almost no cost to each. On an H200 (torch 2.11, batch 512,
 # full augmentation) two trials of a real search each trained at the speed of one alone:
 # resnet20 40,348 img/s per trial, se_resnet18 22,123, against 39,091 and 22,373 for one
