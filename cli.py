@@ -380,7 +380,7 @@ def report(spec: StudySpec, out: str, storage: str | None) -> None:
 @cli_args.WIDTH()
 @cli_args.BENCH_COMPILE()
 @cli_args.CONCURRENCY()
-@cli_setup.ending_cleanly_on_signals(lambda: reporting.interrupted_line("nothing measured"))
+@cli_setup.ending_cleanly_on_signals(lambda: reporting.interrupted_line("no table; see above"))
 def bench(
     model_names: list[str],
     batch_size: int,

@@ -29,8 +29,8 @@ SLURM_JOB_OPTIONS = [
         type=click.IntRange(min=0),
         default=1,
         show_default=True,
-        help="GPUs per task (#SBATCH --gres=gpu:N; 0 = CPU only); with several, one trial "
-        "per GPU (times --trials-per-gpu)",
+        help="GPUs per task (#SBATCH --gres=gpu:N; 0 = CPU only); each runs --trials-per-gpu "
+        "trials at once, one worker process each",
     ),
     partial(
         click.option,

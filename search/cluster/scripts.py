@@ -107,10 +107,27 @@ def _quoted(argv: Sequence[str]) -> str:
     return " \\\n    ".join(lines)
 
 
-def _worker_command(command: StudyCommand, options: SlurmOptions, argv: Sequence[str]) -> str:
+def _per_gpu(options: SlurmOptions, final: bool) -> int:
+    """Trials at once on each of a task's GPUs: as asked, else ``TRIALS_PER_GPU`` for the
+    array's tasks with GPUs. The final job keeps one process unless asked: it only finishes
+    what the workers left and retrains."""
+    if options.trials_per_gpu:
+        return options.trials_per_gpu
+    return TRIALS_PER_GPU if options.gpus_per_worker and not final else 1
+
+
+def _slots(options: SlurmOptions, final: bool) -> int:
+    """Worker processes in one task: one per (GPU, trial slot) when there are several."""
+    per_gpu = _per_gpu(options, final)
+    return options.gpus_per_worker * per_gpu if options.gpus_per_worker > 1 or per_gpu > 1 else 1
+
+
+def _worker_command(
+    command: StudyCommand, options: SlurmOptions, argv: Sequence[str], *, final: bool = False
+) -> str:
     text = _quoted(argv)
-    per_gpu = options.trials_per_gpu or (TRIALS_PER_GPU if options.gpus_per_worker else 1)
-    if options.gpus_per_worker > 1 or per_gpu > 1:
+    per_gpu = _per_gpu(options, final)
+    if _slots(options, final) > 1:
         # several trials per task: one worker process per (GPU, slot), pinned by --gpus to
         # the GPUs SLURM gave this task
         text += f' \\\n    --gpus "$CUDA_VISIBLE_DEVICES" \\\n    --trials-per-gpu {per_gpu}'
@@ -169,12 +186,21 @@ echo "[$(date -Is)] MLflow at $MLFLOW_TRACKING_URI"
 """
 
 
-def _prologue(command: StudyCommand, folder: Path, options: SlurmOptions, what: str) -> str:
+def _prologue(
+    command: StudyCommand, folder: Path, options: SlurmOptions, what: str, *, slots: int = 1
+) -> str:
+    cores = "${SLURM_CPUS_PER_TASK:-1}"
+    threads = (
+        f"export OMP_NUM_THREADS={cores}  # the cores SLURM gave, not the node's"
+        if slots == 1
+        else f"export OMP_NUM_THREADS=$(( {cores} / {slots} > 0 ? {cores} / {slots} : 1 ))"
+        f"  # SLURM's cores shared by the task's {slots} worker processes"
+    )
     lines = [
         "set -u",
         f"cd {shlex.quote(str(command.project))}",
         f"export CIFAR_SEARCH_HOME={shlex.quote(str(command.project))}  # where mlruns/ is",
-        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}  # the cores SLURM gave, not the node's",
+        threads,
         # the worker may take most of the warning to save (a large checkpoint on a busy
         # shared filesystem), not only the default few seconds
         f"export CIFAR_SEARCH_GRACE_S={max(6, options.signal_seconds - 30)}",
@@ -231,7 +257,11 @@ def workers_script(study: str, folder: Path, options: SlurmOptions, command: Stu
             "",
             _EARLY_TRAPS.format(job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"),
             _prologue(
-                command, folder, options, "worker ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+                command,
+                folder,
+                options,
+                "worker ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}",
+                slots=_slots(options, final=False),
             ),
             body,
         ]
@@ -244,7 +274,7 @@ def final_script(study: str, folder: Path, options: SlurmOptions, command: Study
         f"{study}-final", str(folder / "final-%j.log"), options, time=options.time
     )
     body = _RUN_AND_REQUEUE.format(
-        command=_worker_command(command, options, command.final_argv),
+        command=_worker_command(command, options, command.final_argv, final=True),
         stopped=STOPPED_BY_USR1,
         job="${SLURM_JOB_ID}",
     )
@@ -269,7 +299,9 @@ def final_script(study: str, folder: Path, options: SlurmOptions, command: Study
             "",
             stop_server,
             _EARLY_TRAPS.format(job="${SLURM_JOB_ID}"),
-            _prologue(command, folder, options, "final job ${SLURM_JOB_ID}"),
+            _prologue(
+                command, folder, options, "final job ${SLURM_JOB_ID}", slots=_slots(options, True)
+            ),
             body,
         ]
     )

@@ -44,6 +44,8 @@ class Checkpointing:
     epoch 1. ``save(state)``: called with the state at the end of every ``every`` epochs,
     at the end of training (so that a finished run is never trained again), and at the
     batch boundary where ``stop_requested()`` first returns True; None = no checkpoints.
+    The epoch-end calls run on a thread of their own, one at a time (``SaveBehind``): a
+    ``save`` must not need the main thread (signal handling, say).
     ``on_bad_start(error)``: see the field."""
 
     start: dict[str, Any] | None = None
@@ -234,8 +236,8 @@ def _as_tuples(value: Any) -> Any:
 @dataclass
 class SaveWait:
     """How long a process's training loops have stood still for checkpoints: copying the
-    state off the device, and waiting for the write before it (the write itself runs
-    behind the next epoch: ``SaveBehind``)."""
+    state off the device, waiting for a write behind the loop (``SaveBehind``), and the
+    writes in line (the last one, a stop's)."""
 
     saves: int = 0
     seconds: float = 0.0
@@ -259,15 +261,23 @@ class SaveBehind:
         self._error: BaseException | None = None
 
     def submit(self, take_state: Callable[[], dict[str, Any]], *, wait: bool) -> None:
-        """Save ``take_state()``; with ``wait``, return once it is written."""
+        """Save ``take_state()``; with ``wait``, return once it is written. A write in line
+        supersedes a failed one before it (a stop still saves its batch); a write behind
+        the loop first raises the error of the one before."""
+        self.join()  # one write at a time: the files rotate (current -> previous)
+        if not wait:
+            self.wait()
+        self._error = None
         started = time.perf_counter()
-        self.wait()  # one write at a time: the files rotate (current -> previous)
         state = take_state()
         SAVE_WAIT.saves += 1
-        SAVE_WAIT.seconds += time.perf_counter() - started
         if wait:
-            self._save(state)
+            try:
+                self._save(state)
+            finally:
+                SAVE_WAIT.seconds += time.perf_counter() - started
             return
+        SAVE_WAIT.seconds += time.perf_counter() - started
         self._thread = threading.Thread(
             target=self._write, args=(state,), name="checkpoint-write", daemon=False
         )

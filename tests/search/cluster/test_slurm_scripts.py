@@ -72,22 +72,30 @@ def test_the_scripts_ask_slurm_for_the_warning_signal_and_requeue(tmp_path, stud
 
 
 @pytest.mark.parametrize(
-    "args, worker_flags",
+    "args, worker_flags, threads",
     [
-        ([], ' --gpus "$CUDA_VISIBLE_DEVICES" --trials-per-gpu 2'),  # TRIALS_PER_GPU on a GPU
-        (["--trials-per-gpu", "1"], ""),  # one plain worker per one-GPU task
-        (["--gpus-per-worker", "0"], ""),  # CPU-only tasks: one worker, no --gpus
+        # TRIALS_PER_GPU on a task's GPU: two worker processes share the task's cores
+        ([], ' --gpus "$CUDA_VISIBLE_DEVICES" --trials-per-gpu 2', "/ 2"),
+        (["--trials-per-gpu", "1"], "", "${SLURM_CPUS_PER_TASK:-1}  #"),  # one plain worker
+        (["--gpus-per-worker", "0"], "", "${SLURM_CPUS_PER_TASK:-1}  #"),  # CPU-only tasks
+        (["--gpus-per-worker", "2", "--trials-per-gpu", "3"], " --trials-per-gpu 3", "/ 6"),
     ],
 )
 def test_trials_per_gpu_default_applies_to_tasks_with_gpus(
-    tmp_path, study_file, args, worker_flags
+    tmp_path, study_file, args, worker_flags, threads
 ):
     result = _slurm(tmp_path, study_file, *args)
     assert result.exit_code == 0, result.output
-    workers = (tmp_path / "slurm" / "tiny" / "workers.sbatch").read_text()
+    folder = tmp_path / "slurm" / "tiny"
+    workers = (folder / "workers.sbatch").read_text()
     command = " ".join(workers[workers.index("cli.py") :].replace("\\\n", " ").split())
     assert ("--gpus" in command) == bool(worker_flags)
     assert " ".join(worker_flags.split()) in command
+    (omp,) = [line for line in workers.splitlines() if "OMP_NUM_THREADS=" in line]
+    assert threads in omp, omp
+    # the final job finishes leftovers and retrains: one process unless asked for more
+    final = (folder / "final.sbatch").read_text()
+    assert ("--trials-per-gpu" in final) == ("--trials-per-gpu" in args and worker_flags != "")
 
 
 def test_relative_paths_reach_the_jobs_absolute(tmp_path, study_file):

@@ -226,3 +226,21 @@ def test_no_write_is_left_running_when_the_run_ends_in_an_error():
     with pytest.raises(RuntimeError, match="out of memory"):
         train_one(cfg, data, checkpointing=Checkpointing(save=save, stop_requested=probe))
     assert finished.is_set()
+
+
+def test_a_stop_after_a_failed_background_write_still_saves_its_batch():
+    # epoch 1's write failed behind the loop (a full disk, freed since): the stop in
+    # epoch 2 saves the whole state at its batch, which supersedes the failed write
+    cfg, _, data = _setup()
+    saved: list[dict] = []
+
+    def save(state: dict) -> None:
+        if not saved and state["step"] == 0:
+            saved.append({})  # the failed write
+            raise OSError(28, "No space left on device")
+        saved.append(state)
+
+    stop = StopAt(STEPS_PER_EPOCH + 2)
+    with pytest.raises(StopRequested):
+        train_one(cfg, data, checkpointing=Checkpointing(save=save, stop_requested=stop))
+    assert (saved[-1]["epoch"], saved[-1]["step"]) == (2, 2)
