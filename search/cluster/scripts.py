@@ -107,27 +107,23 @@ def _quoted(argv: Sequence[str]) -> str:
     return " \\\n    ".join(lines)
 
 
-def _per_gpu(options: SlurmOptions, final: bool) -> int:
-    """Trials at once on each of a task's GPUs: as asked, else ``TRIALS_PER_GPU`` for the
-    array's tasks with GPUs. The final job keeps one process unless asked: it only finishes
-    what the workers left and retrains."""
-    if options.trials_per_gpu:
-        return options.trials_per_gpu
-    return TRIALS_PER_GPU if options.gpus_per_worker and not final else 1
-
-
-def _slots(options: SlurmOptions, final: bool) -> int:
-    """Worker processes in one task: one per (GPU, trial slot) when there are several."""
-    per_gpu = _per_gpu(options, final)
-    return options.gpus_per_worker * per_gpu if options.gpus_per_worker > 1 or per_gpu > 1 else 1
+def _per_gpu(options: SlurmOptions, final: bool) -> tuple[int, int]:
+    """(trials at once on each of a task's GPUs, worker processes in the task): as asked,
+    else ``TRIALS_PER_GPU`` for the array's tasks with GPUs; the final job keeps one process
+    unless asked (it only finishes what the workers left, and retrains)."""
+    per_gpu = options.trials_per_gpu or (
+        TRIALS_PER_GPU if options.gpus_per_worker and not final else 1
+    )
+    several = options.gpus_per_worker > 1 or per_gpu > 1
+    return per_gpu, options.gpus_per_worker * per_gpu if several else 1
 
 
 def _worker_command(
     command: StudyCommand, options: SlurmOptions, argv: Sequence[str], *, final: bool = False
 ) -> str:
     text = _quoted(argv)
-    per_gpu = _per_gpu(options, final)
-    if _slots(options, final) > 1:
+    per_gpu, slots = _per_gpu(options, final)
+    if slots > 1:
         # several trials per task: one worker process per (GPU, slot), pinned by --gpus to
         # the GPUs SLURM gave this task
         text += f' \\\n    --gpus "$CUDA_VISIBLE_DEVICES" \\\n    --trials-per-gpu {per_gpu}'
@@ -187,15 +183,12 @@ echo "[$(date -Is)] MLflow at $MLFLOW_TRACKING_URI"
 
 
 def _prologue(
-    command: StudyCommand, folder: Path, options: SlurmOptions, what: str, *, slots: int = 1
+    command: StudyCommand, folder: Path, options: SlurmOptions, what: str, final: bool
 ) -> str:
-    cores = "${SLURM_CPUS_PER_TASK:-1}"
-    threads = (
-        f"export OMP_NUM_THREADS={cores}  # the cores SLURM gave, not the node's"
-        if slots == 1
-        else f"export OMP_NUM_THREADS=$(( {cores} / {slots} > 0 ? {cores} / {slots} : 1 ))"
-        f"  # SLURM's cores shared by the task's {slots} worker processes"
-    )
+    n, cores = _per_gpu(options, final)[1], "${SLURM_CPUS_PER_TASK:-1}"
+    threads = f"export OMP_NUM_THREADS={cores}  # the cores SLURM gave, not the node's"
+    if n > 1:  # shared by the task's worker processes
+        threads = f"export OMP_NUM_THREADS=$(( {cores} / {n} > 0 ? {cores} / {n} : 1 ))"
     lines = [
         "set -u",
         f"cd {shlex.quote(str(command.project))}",
@@ -261,7 +254,7 @@ def workers_script(study: str, folder: Path, options: SlurmOptions, command: Stu
                 folder,
                 options,
                 "worker ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}",
-                slots=_slots(options, final=False),
+                False,
             ),
             body,
         ]
@@ -299,9 +292,7 @@ def final_script(study: str, folder: Path, options: SlurmOptions, command: Study
             "",
             stop_server,
             _EARLY_TRAPS.format(job="${SLURM_JOB_ID}"),
-            _prologue(
-                command, folder, options, "final job ${SLURM_JOB_ID}", slots=_slots(options, True)
-            ),
+            _prologue(command, folder, options, "final job ${SLURM_JOB_ID}", True),
             body,
         ]
     )
