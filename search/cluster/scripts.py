@@ -107,7 +107,7 @@ def _quoted(argv: Sequence[str]) -> str:
     return " \\\n    ".join(lines)
 
 
-def _per_gpu(options: SlurmOptions, final: bool) -> tuple[int, int]:
+def _task_workers(options: SlurmOptions, final: bool) -> tuple[int, int]:
     """(trials at once on each of a task's GPUs, worker processes in the task): as asked,
     else ``TRIALS_PER_GPU`` for the array's tasks with GPUs; the final job keeps one process
     unless asked (it only finishes what the workers left, and retrains)."""
@@ -122,8 +122,8 @@ def _worker_command(
     command: StudyCommand, options: SlurmOptions, argv: Sequence[str], *, final: bool = False
 ) -> str:
     text = _quoted(argv)
-    per_gpu, slots = _per_gpu(options, final)
-    if slots > 1:
+    per_gpu, processes = _task_workers(options, final)
+    if processes > 1:
         # several trials per task: one worker process per (GPU, slot), pinned by --gpus to
         # the GPUs SLURM gave this task
         text += f' \\\n    --gpus "$CUDA_VISIBLE_DEVICES" \\\n    --trials-per-gpu {per_gpu}'
@@ -185,7 +185,7 @@ echo "[$(date -Is)] MLflow at $MLFLOW_TRACKING_URI"
 def _prologue(
     command: StudyCommand, folder: Path, options: SlurmOptions, what: str, final: bool
 ) -> str:
-    n, cores = _per_gpu(options, final)[1], "${SLURM_CPUS_PER_TASK:-1}"
+    n, cores = _task_workers(options, final)[1], "${SLURM_CPUS_PER_TASK:-1}"
     threads = f"export OMP_NUM_THREADS={cores}  # the cores SLURM gave, not the node's"
     if n > 1:  # shared by the task's worker processes
         threads = f"export OMP_NUM_THREADS=$(( {cores} / {n} > 0 ? {cores} / {n} : 1 ))"

@@ -320,9 +320,11 @@ class FailureStreak:
     def record(self, trial: optuna.trial.FrozenTrial) -> None:
         """``trial``: one this worker ran. (The study's newest trial may be another
         worker's, running: its reason would be None.)"""
-        self.count = self.count + 1 if trial.state == TrialState.FAIL else 0
         if trial.state == TrialState.FAIL:
+            self.count += 1
             self.last_reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+        else:
+            self.count = 0
 
     def check(self) -> None:
         if self.count < self.limit:

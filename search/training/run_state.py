@@ -239,7 +239,6 @@ class SaveWait:
     state off the device, waiting for a write behind the loop (``SaveBehind``), and the
     writes in line (the last one, a stop's)."""
 
-    saves: int = 0
     seconds: float = 0.0
 
 
@@ -264,24 +263,24 @@ class SaveBehind:
         """Save ``take_state()``; with ``wait``, return once it is written. A write in line
         supersedes a failed one before it (a stop still saves its batch); a write behind
         the loop first raises the error of the one before."""
-        self.join()  # one write at a time: the files rotate (current -> previous)
-        if not wait:
-            self.wait()
-        self._error = None
-        started = time.perf_counter()
-        state = take_state()
-        SAVE_WAIT.saves += 1
+        # one write at a time: the files rotate (current -> previous)
         if wait:
-            try:
+            self.join()
+            self._error = None
+        else:
+            self.wait()
+        started = time.perf_counter()
+        try:
+            state = take_state()
+            if wait:
                 self._save(state)
-            finally:
-                SAVE_WAIT.seconds += time.perf_counter() - started
-            return
-        SAVE_WAIT.seconds += time.perf_counter() - started
-        self._thread = threading.Thread(
-            target=self._write, args=(state,), name="checkpoint-write", daemon=False
-        )
-        self._thread.start()
+            else:
+                self._thread = threading.Thread(
+                    target=self._write, args=(state,), name="checkpoint-write", daemon=False
+                )
+                self._thread.start()
+        finally:
+            SAVE_WAIT.seconds += time.perf_counter() - started
 
     def _write(self, state: dict[str, Any]) -> None:
         try:
