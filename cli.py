@@ -387,7 +387,7 @@ def bench(
     device: str,
     steps: int,
     width: float | None,
-    use_compile: bool,
+    compile_mode: str | None,
     concurrency: list[int] | None,
 ) -> None:
     """Training images/s: ours (device-resident data, batched augmentation, bf16 + channels_last
@@ -398,7 +398,7 @@ def bench(
 
     extra = {"width": width} if width else None
     measured = measure_models(
-        model_names, batch_size, device, steps, use_compile, extra, concurrency,
+        model_names, batch_size, device, steps, compile_mode, extra, concurrency,
         on_measured=lambda *m: click.echo(reporting.bench_progress_line(*m), err=True),
     )  # fmt: skip
     click.echo(

@@ -2,7 +2,8 @@
 # The GPU figures of the README's performance section, in parts that each fit a 10-minute
 # slot on one H100 (no argument: every part, in this order):
 #   throughput   ours vs the DataLoader+PIL+fp32 loop: images/s, ratio, peak memory, MFU
-#   compile      the same with torch.compile, for the two models most often tuned
+#   compile      the same compiled, for the two models most often tuned: runtime.compile_mode's
+#                default (reduce-overhead: CUDA graphs), then the plain default mode
 #   concurrency  aggregate images/s of 1, 2 and 4 worker processes on one GPU
 #   learning     bf16 + channels_last vs fp32 on the real CIFAR-10 sample, 5 paired seeds
 #   tests        the GPU-only tests (pytest -m gpu)
@@ -45,7 +46,8 @@ for part in "${parts[@]}"; do
   echo "== $part"
   case $part in
     throughput) "${bench[@]}" --model se_resnet18,se_resnet34,resnet20,resnet56,densenet121 ;;
-    compile) "${bench[@]}" --compile --model se_resnet18,resnet20 ;;
+    compile) "${bench[@]}" --compile --model se_resnet18,resnet20 &&
+               "${bench[@]}" --compile default --model se_resnet18,resnet20 ;;
     concurrency) "${bench[@]}" --model resnet20,se_resnet18 --concurrency 1,2,4 ;;
     learning) python cli.py check-fast-path --data-dir "$sample" --seeds 0,1,2,3,4 --device cuda ;;
     tests) python -m pytest -q -m gpu tests/search/training/test_fast_path.py tests/search/perf/test_bench.py \

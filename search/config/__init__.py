@@ -19,6 +19,7 @@ from search.config.flat import (
     parse_value,
 )
 from search.config.sections import (
+    COMPILE_MODES,
     DATASETS,
     OPTIMIZERS,
     PRESETS,
@@ -34,15 +35,17 @@ from search.config.sections import (
 from search.config.trial import TrialConfig
 
 # Concurrent trials per GPU unless told (search --gpus, slurm tasks with GPUs, api.search):
-# one trial leaves a fast GPU idle about half the time (its step waits on the CPU's kernel
-# launches), so two share it at almost no cost to each. On an H200 (torch 2.11, batch 512,
-# full augmentation) two trials of a real search each trained at the speed of one alone:
-# resnet20 40,348 img/s per trial, se_resnet18 22,123, against 39,091 and 22,373 for one
-# in `bench` (docs/performance.md). Four per GPU is not measured yet.
-TRIALS_PER_GPU = 2
+# an eager trial leaves a fast GPU idle much of the time (its step waits on the CPU's kernel
+# launches), so several share it. On an H200 (torch 2.11, batch 512, full augmentation,
+# `bench --concurrency 1,2,4`), 2 and 4 processes trained 1.88x and 3.55x the images/s of one
+# for resnet20, 1.84x and 2.46x for se_resnet18 (docs/performance.md). Each process holds
+# its own model and batch on the GPU (densenet121 at batch 512: 9.9 GB), so big models on a
+# small GPU want fewer.
+TRIALS_PER_GPU = 4
 
 __all__ = [
     "TRIALS_PER_GPU",
+    "COMPILE_MODES",
     "DATASETS",
     "FLAT_KEYS",
     "OPTIMIZERS",

@@ -14,6 +14,8 @@ import cifar_models
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "onecycle", "multistep", "none")
+# torch.compile's modes: reduce-overhead replays the step's kernels as CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # What each augmentation preset turns on; a toggle set explicitly in the config wins over it.
 PRESETS: dict[str, dict[str, float | int | bool]] = {
     "none": dict(crop_padding=0, flip=False, jitter=0.0, erasing=0.0, rotation=0.0),
@@ -158,6 +160,11 @@ class RuntimeConfig:
     bf16: bool = knob(True, None, "bf16 autocast on CUDA")
     channels_last: bool = knob(True, None, "channels_last memory format on CUDA")
     compile: bool = knob(False, None, "torch.compile the model")
+    compile_mode: str = knob(
+        "reduce-overhead",
+        _choice(*COMPILE_MODES),
+        "torch.compile mode with runtime.compile (reduce-overhead: the step as CUDA graphs)",
+    )
     patience: int = knob(0, _range(0), "early stopping on validation accuracy (0 = off)")
     seed: int = knob(0, _range(0), "training seed: init, order, augmentation")
     deterministic: bool = knob(

@@ -55,6 +55,7 @@ class BenchResult:
     reference_peak_memory_mb: float
     train_flops_per_image: float
     mfu: float | None  # fraction of the device's bf16 peak, CUDA only
+    compile_mode: str | None = None  # torch.compile's mode for ours; None: not compiled
 
     @property
     def ratio(self) -> float:
@@ -66,18 +67,22 @@ def bench_config(
     batch_size: int,
     device: str,
     *,
-    compile: bool = False,
+    compile_mode: str | None = None,
     model_args: dict | None = None,
 ) -> TrialConfig:
-    """What is measured: SGD, cosine, 'full' augmentation (crop+flip+jitter+erasing)."""
+    """What is measured: SGD, cosine, 'full' augmentation (crop+flip+jitter+erasing).
+    ``compile_mode``: None, not compiled; "", compiled in ``runtime.compile_mode``'s default;
+    otherwise that mode."""
     flat = {
         "model.name": model,
         "optim.batch_size": batch_size,
         "aug.preset": "full",
         "runtime.device": device,
-        "runtime.compile": compile,
+        "runtime.compile": compile_mode is not None,
         "data.dataset": "synthetic",
     }
+    if compile_mode:  # "": runtime.compile_mode's default
+        flat["runtime.compile_mode"] = compile_mode
     flat.update({f"model.{k}": v for k, v in (model_args or {}).items()})
     return TrialConfig.from_flat(flat)
 
@@ -225,10 +230,10 @@ def run_bench(
     batch_size: int = 512,
     device: str = "auto",
     steps: int = 20,
-    compile: bool = False,
+    compile_mode: str | None = None,
     model_args: dict | None = None,
 ) -> BenchResult:
-    cfg = bench_config(model, batch_size, device, compile=compile, model_args=model_args)
+    cfg = bench_config(model, batch_size, device, compile_mode=compile_mode, model_args=model_args)
     span, ours_mem = measure_ours(cfg, steps)
     ours = aggregate_images_per_s([span])
     reference, ref_mem = measure_reference(cfg, steps)
@@ -245,6 +250,7 @@ def run_bench(
         ref_mem,
         flops,
         None if peak is None else flops * ours / peak,
+        cfg.runtime.compile_mode if cfg.runtime.compile else None,
     )
 
 
@@ -264,14 +270,14 @@ def concurrent_throughput(
     device: str,
     steps: int,
     processes: int,
-    compile: bool = False,
+    compile_mode: str | None = None,
     model_args: dict | None = None,
 ) -> float:
     """Aggregate training images/s of ``processes`` worker processes training the same
     model side by side on one device (several small trials per GPU)."""
     import multiprocessing as mp
 
-    cfg = bench_config(model, batch_size, device, compile=compile, model_args=model_args)
+    cfg = bench_config(model, batch_size, device, compile_mode=compile_mode, model_args=model_args)
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     with ctx.Manager() as manager:
         # The timeout bounds the wait if a process dies without reaching the barrier.
@@ -287,7 +293,7 @@ def measure_models(
     batch_size: int,
     device: str,
     steps: int,
-    compile: bool = False,
+    compile_mode: str | None = None,
     model_args: dict | None = None,
     concurrency: list[int] | None = None,
     on_measured: Callable[[str, BenchResult | dict[int, float]], None] = lambda m, r: None,
@@ -298,17 +304,17 @@ def measure_models(
     ``on_measured(model, figures so far)`` follows each measurement, so that a run stopped
     by a time limit has already shown what it measured."""
     for name in models:
-        TrialConfig().with_overrides({"model.name": name})
+        bench_config(name, batch_size, device, compile_mode=compile_mode, model_args=model_args)
     args = (batch_size, device, steps)
     measured = {}
     for name in models:
         if concurrency:
             rates: dict[int, float] = {}
             for n in concurrency:
-                rates[n] = concurrent_throughput(name, *args, n, compile, model_args)
+                rates[n] = concurrent_throughput(name, *args, n, compile_mode, model_args)
                 on_measured(name, rates)
             measured[name] = rates
         else:
-            measured[name] = run_bench(name, *args, compile, model_args)
+            measured[name] = run_bench(name, *args, compile_mode, model_args)
             on_measured(name, measured[name])
     return measured

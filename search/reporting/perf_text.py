@@ -20,7 +20,7 @@ def bench_table(results: Sequence[Any]) -> str:
     of ``search.perf``)."""
     rows = [
         (
-            r.model,
+            _bench_label(r),
             r.device,
             r.batch_size,
             f"{r.ours_images_per_s:,.0f}",
@@ -54,6 +54,11 @@ def bench_table(results: Sequence[Any]) -> str:
     )
 
 
+def _bench_label(r: Any) -> str:
+    """The model, and the torch.compile mode of ours: ``se_resnet18 compiled reduce-overhead``."""
+    return r.model if r.compile_mode is None else f"{r.model} compiled {r.compile_mode}"
+
+
 def bench_progress_line(model: str, figures: Any) -> str:
     """What ``cli.py bench`` says as soon as a model (or one process count) is measured: a
     ``BenchResult``, or the aggregate images/s per process count so far."""
@@ -61,7 +66,7 @@ def bench_progress_line(model: str, figures: Any) -> str:
         n, rate = list(figures.items())[-1]
         return f"measured {model}, {n} process{'es' if n > 1 else ''}: {rate:,.0f} img/s in all"
     return (
-        f"measured {model}: ours {figures.ours_images_per_s:,.0f} img/s, reference "
+        f"measured {_bench_label(figures)}: ours {figures.ours_images_per_s:,.0f} img/s, reference "
         f"{figures.reference_images_per_s:,.0f} img/s ({figures.ratio:.2f}x)"
     )
 

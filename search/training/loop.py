@@ -83,6 +83,9 @@ def build_model(cfg: TrialConfig, num_classes: int) -> torch.nn.Module:
 _COMPILED: OrderedDict[tuple, tuple[torch.nn.Module, torch.nn.Module]] = OrderedDict()
 _COMPILED_MAX = 8
 
+# torch.compile's modes that replay the step as CUDA graphs.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
 # Dynamo compiles a new graph for every distinct architecture, batch size or dropout value
 # it meets and, past its default limits (8 per function, 256 in all), silently trains the
 # rest of the search eagerly. A long search meets many more.
@@ -99,6 +102,7 @@ def _model_for(
     if not cfg.runtime.compile:
         return model, model
     key = (
+        cfg.runtime.compile_mode,
         cfg.model.name,
         tuple(sorted(cfg.model.model_args().items())),
         num_classes,
@@ -112,7 +116,7 @@ def _model_for(
         cached.load_state_dict(model.state_dict())  # this seed's initial weights, same graph
         return cached, compiled
     _raise_recompile_limit()
-    _COMPILED[key] = (model, torch.compile(model))
+    _COMPILED[key] = (model, torch.compile(model, mode=cfg.runtime.compile_mode))
     while len(_COMPILED) > _COMPILED_MAX:
         _COMPILED.popitem(last=False)
     return _COMPILED[key]
@@ -212,6 +216,9 @@ def train_one(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     model, step_model = _model_for(cfg, data.num_classes, device, memory_format)
+    # CUDA graphs (reduce-overhead, max-autotune) reuse their output buffers: each step says
+    # it is a new one, so that the previous step's logits may be overwritten.
+    graphed = cfg.runtime.compile and cfg.runtime.compile_mode in CUDA_GRAPH_MODES
     augment = BatchAugment(
         AugmentPlan.from_config(cfg.aug), data.mean, data.std, device, channels_last
     )
@@ -272,6 +279,8 @@ def train_one(
                     augment.train_batch(data.train_x[idx], generator),
                     data.train_y[idx],
                 )
+                if graphed:
+                    torch.compiler.cudagraph_mark_step_begin()
                 with autocast(cfg, device):
                     logits = step_model(inputs)
                 loss = criterion(logits.float(), targets)

@@ -13,6 +13,7 @@ import pytest
 from in_process import run_cli
 
 from search.cluster import time_limit_seconds
+from search.config import TRIALS_PER_GPU
 from search.errors import ConfigError
 from search.store.filesystems import MOUNTINFO_ENV
 
@@ -74,8 +75,12 @@ def test_the_scripts_ask_slurm_for_the_warning_signal_and_requeue(tmp_path, stud
 @pytest.mark.parametrize(
     "args, worker_flags, threads",
     [
-        # TRIALS_PER_GPU on a task's GPU: two worker processes share the task's cores
-        ([], ' --gpus "$CUDA_VISIBLE_DEVICES" --trials-per-gpu 2', "/ 2"),
+        # TRIALS_PER_GPU on a task's GPU: its worker processes share the task's cores
+        (
+            [],
+            f' --gpus "$CUDA_VISIBLE_DEVICES" --trials-per-gpu {TRIALS_PER_GPU}',
+            f"/ {TRIALS_PER_GPU}",
+        ),
         (["--trials-per-gpu", "1"], "", "${SLURM_CPUS_PER_TASK:-1}  #"),  # one plain worker
         (["--gpus-per-worker", "0"], "", "${SLURM_CPUS_PER_TASK:-1}  #"),  # CPU-only tasks
         (["--gpus-per-worker", "2", "--trials-per-gpu", "3"], " --trials-per-gpu 3", "/ 6"),

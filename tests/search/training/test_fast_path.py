@@ -144,7 +144,7 @@ def eager_compile(monkeypatch):
     """torch.compile with a backend that runs the captured graphs as they are (no inductor,
     so no C++ build), recording each compile call and each graph it captures."""
     real_compile = torch.compile
-    record = {"compiled": [], "graphs": 0}
+    record = {"compiled": [], "modes": [], "graphs": 0}
 
     def backend(gm, example_inputs):
         record["graphs"] += 1
@@ -152,6 +152,7 @@ def eager_compile(monkeypatch):
 
     def counting_compile(model, **kwargs):
         record["compiled"].append(model)
+        record["modes"].append(kwargs.get("mode"))
         return real_compile(model, backend=backend)
 
     torch._dynamo.reset()
@@ -179,6 +180,23 @@ def test_compiled_model_is_reused_across_trials_with_fresh_weights(eager_compile
     assert reused.final.accuracy == pytest.approx(fresh.final.accuracy)
     train_one(cfg.with_overrides({"model.width": 0.5}), _holdout(cfg))
     assert len(eager_compile["compiled"]) == 2  # another architecture compiles once more
+
+
+def test_each_compile_mode_is_compiled_once_and_reused(eager_compile):
+    cfg = _cfg(
+        **{
+            "runtime.compile": True,
+            "runtime.compile_mode": "default",
+            "optim.epochs": 1,
+            "aug.preset": "none",
+        }
+    )
+    graphed = cfg.with_overrides({"runtime.compile_mode": "reduce-overhead"})
+    for run in (cfg, graphed, graphed.with_overrides({"runtime.seed": 1}), cfg):
+        train_one(run, _holdout(cfg))
+    # the mode reaches torch.compile, and a model compiled in one mode is never reused for
+    # a run that asked for another
+    assert eager_compile["modes"] == ["default", "reduce-overhead"]
 
 
 def test_many_architectures_keep_compiling_and_the_cache_stays_bounded(eager_compile, monkeypatch):
@@ -254,3 +272,33 @@ def test_cuda_compiled_trials_reuse_the_graph(monkeypatch):
     assert graphs > 0 and counters["stats"]["unique_graphs"] == graphs  # nothing recompiled
     assert len(train_mod._COMPILED) == 1
     assert first.final.accuracy > 0.5 and second.final.accuracy > 0.5
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_of_reduce_overhead_train_like_the_default_compile(monkeypatch):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    monkeypatch.setattr(train_mod, "_COMPILED", OrderedDict())
+    cfg = _cfg(
+        **{"runtime.device": "cuda", "runtime.compile": True, "runtime.compile_mode": "default"}
+    )
+    graphed = cfg.with_overrides({"runtime.compile_mode": "reduce-overhead"})
+    # seed 1 trains the models compiled for seed 0 again, loaded with its own weights
+    runs = [
+        [
+            train_one(c.with_overrides({"runtime.seed": seed}), _holdout(cfg, "cuda"))
+            for c in (cfg, graphed)
+        ]
+        for seed in (0, 1)
+    ]
+    # the step really ran as CUDA graphs (inductor counts each graph it declines to record)
+    assert not counters["inductor"].get("cudagraph_skips"), dict(counters["inductor"])
+    # replaying the same kernels: the same training, up to the order of float sums
+    for default, replayed in runs:
+        assert [s.train_loss for s in replayed.history] == pytest.approx(
+            [s.train_loss for s in default.history], rel=1e-2
+        )
+        assert replayed.final.accuracy == pytest.approx(default.final.accuracy, abs=0.1)
+    assert len(train_mod._COMPILED) == 2  # one module per mode, each compiled once
