@@ -402,7 +402,7 @@ def bench(
         on_measured=lambda *m: click.echo(reporting.bench_progress_line(*m), err=True),
     )  # fmt: skip
     click.echo(
-        reporting.concurrency_table(measured, batch_size)
+        reporting.concurrency_table(measured, batch_size, compile_mode)
         if concurrency
         else reporting.bench_table(list(measured.values()))
     )

@@ -10,7 +10,7 @@
 #   profile      one torch.profiler trace of a se_resnet18 epoch: where the step's time goes
 #   checkpoint   the per-epoch checkpoint write of se_resnet18 on 50,000 images
 #   determinism  runtime.deterministic = true trained twice: identical values?
-#   search       a real search, two trials at a time on the GPU (benchmarks/gpu_search.toml),
+#   search       a real search, --trials-per-gpu's default at a time on the GPU (gpu_search.toml),
 #                then the journal checked against MLflow, with each trial's images/s
 # CIFAR_SAMPLE points at the sample (default ../shared/data/cifar-sample). The parts up to
 # determinism need torch, torchvision, click, scikit-learn, scipy and pytest; search needs
@@ -62,7 +62,7 @@ for part in "${parts[@]}"; do
       # the checkout's mlruns/
       home=$(mktemp -d) &&
         CIFAR_SEARCH_HOME=$home python cli.py search --study benchmarks/gpu_search.toml \
-          --gpus 0 --trials-per-gpu 2 --timeout 90 --no-retrain &&
+          --gpus 0 --timeout 90 --no-retrain &&
         CIFAR_SEARCH_HOME=$home python benchmarks/search_consistency.py --study gpu_search ;;
   esac || { status=$?; echo "== $part failed (exit $status)"; }
 done

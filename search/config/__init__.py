@@ -38,7 +38,8 @@ from search.config.trial import TrialConfig
 # an eager trial leaves a fast GPU idle much of the time (its step waits on the CPU's kernel
 # launches), so several share it. On an H200 (torch 2.11, batch 512, full augmentation,
 # `bench --concurrency 1,2,4`), 2 and 4 processes trained 1.88x and 3.55x the images/s of one
-# for resnet20, 1.84x and 2.46x for se_resnet18 (docs/performance.md). Each process holds
+# for resnet20, 1.84x and 2.46x for se_resnet18; against `bench` of one process alone on
+# other machine starts, 4 gave about 2x and 1.8x (docs/performance.md). Each process holds
 # its own model and batch on the GPU (densenet121 at batch 512: 9.9 GB), so big models on a
 # small GPU want fewer.
 TRIALS_PER_GPU = 4

@@ -1,4 +1,5 @@
 from search.perf.bench import (
+    BenchResult,
     Span,
     aggregate_images_per_s,
     bench_config,
@@ -13,6 +14,7 @@ from search.perf.fast_path_check import FAST, FP32, ArmRun, FastPathCheck, check
 
 __all__ = [
     "ArmRun",
+    "BenchResult",
     "FAST",
     "FP32",
     "FastPathCheck",

@@ -70,9 +70,8 @@ def bench_config(
     compile_mode: str | None = None,
     model_args: dict | None = None,
 ) -> TrialConfig:
-    """What is measured: SGD, cosine, 'full' augmentation (crop+flip+jitter+erasing).
-    ``compile_mode``: None, not compiled; "", compiled in ``runtime.compile_mode``'s default;
-    otherwise that mode."""
+    """What is measured: SGD, cosine, 'full' augmentation (crop+flip+jitter+erasing);
+    compiled in ``compile_mode`` unless it is None."""
     flat = {
         "model.name": model,
         "optim.batch_size": batch_size,
@@ -81,7 +80,7 @@ def bench_config(
         "runtime.compile": compile_mode is not None,
         "data.dataset": "synthetic",
     }
-    if compile_mode:  # "": runtime.compile_mode's default
+    if compile_mode is not None:
         flat["runtime.compile_mode"] = compile_mode
     flat.update({f"model.{k}": v for k, v in (model_args or {}).items()})
     return TrialConfig.from_flat(flat)

@@ -71,9 +71,12 @@ def bench_progress_line(model: str, figures: Any) -> str:
     )
 
 
-def concurrency_table(rates: Mapping[str, Mapping[int, float]], batch_size: int) -> str:
+def concurrency_table(
+    rates: Mapping[str, Mapping[int, float]], batch_size: int, compile_mode: str | None = None
+) -> str:
     """``cli.py bench --concurrency``: aggregate images/s per model and process count, with
-    the speed-up over the first count."""
+    the speed-up over the first count; ``compile_mode``: how the models were compiled."""
+    compiled = "" if compile_mode is None else f", compiled {compile_mode}"
     counts = list(next(iter(rates.values())))
     rows = [
         [name, *(f"{r[n]:,.0f} ({r[n] / r[counts[0]]:.2f}x)" for n in counts)]
@@ -82,7 +85,7 @@ def concurrency_table(rates: Mapping[str, Mapping[int, float]], batch_size: int)
     return "\n".join(
         [
             f"aggregate img/s of N worker processes on one device, batch "
-            f"{batch_size} (speed-up vs N={counts[0]}):",
+            f"{batch_size}{compiled} (speed-up vs N={counts[0]}):",
             table(["model", *(f"N={n}" for n in counts)], rows),
         ]
     )

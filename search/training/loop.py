@@ -114,6 +114,8 @@ def _model_for(
         _COMPILED.move_to_end(key)
         cached, compiled = _COMPILED[key]
         cached.load_state_dict(model.state_dict())  # this seed's initial weights, same graph
+        # the last trial's gradients may be CUDA-graph memory that later steps overwrite
+        cached.zero_grad(set_to_none=True)
         return cached, compiled
     _raise_recompile_limit()
     _COMPILED[key] = (model, torch.compile(model, mode=cfg.runtime.compile_mode))

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from cli import main
 from search.perf import (
+    BenchResult,
     Span,
     aggregate_images_per_s,
     bench_config,
@@ -107,6 +108,42 @@ def test_bench_concurrency_prints_aggregate_throughput():
     # each process count said as soon as it is measured
     assert re.search(r"measured improved_cnn, 1 process: [\d,]+ img/s in all", result.stderr)
     assert re.search(r"measured improved_cnn, 2 processes: [\d,]+ img/s in all", result.stderr)
+
+
+@pytest.mark.parametrize(
+    "args, mode",
+    [
+        ([], None),
+        (["--compile"], "reduce-overhead"),  # runtime.compile_mode's default
+        (["--compile", "--steps", "3"], "reduce-overhead"),  # an option after it is not a mode
+        (["--compile", "default"], "default"),
+        (["--compile=max-autotune"], "max-autotune"),
+    ],
+)
+def test_bench_compile_takes_an_optional_mode(monkeypatch, args, mode):
+    import search.perf
+
+    asked = []
+
+    def measured(models, batch_size, device, steps, compile_mode, *rest, **kwargs):
+        asked.append(compile_mode)
+        cfg = bench_config(models[0], batch_size, device, compile_mode=compile_mode)
+        assert cfg.runtime.compile == (mode is not None)
+        return {models[0]: BenchResult(models[0], 8, "cpu", 2.0, 1.0, 1.0, 1.0, 1e9, None, mode)}
+
+    monkeypatch.setattr(search.perf, "measure_models", measured)
+    result = CliRunner().invoke(main, ["bench", "--model", "resnet20", *args])
+    assert result.exit_code == 0, result.output
+    assert asked == [mode]
+    row = next(line for line in result.output.splitlines() if line.startswith("resnet20"))
+    assert row.startswith("resnet20 compiled " + mode if mode else "resnet20  ")
+
+
+def test_bench_names_an_unknown_compile_mode():
+    result = CliRunner().invoke(main, ["bench", "--compile", "fast", "--model", "resnet20"])
+    assert result.exit_code == 2
+    assert "runtime.compile_mode = 'fast'" in result.output
+    assert "reduce-overhead" in result.output
 
 
 def test_a_bench_stopped_by_a_time_limit_has_shown_what_it_measured(tmp_path):
